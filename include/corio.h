@@ -1,0 +1,168 @@
+/*
+ * corio.h - asyncio for C on io_uring: the one public header.
+ *
+ * A program is a set of tasks: stackful coroutines that park on io_uring
+ * operations.  Start with corio(7); every function has its own page in
+ * section 3.  Errors are negative errno values; the only functions that set
+ * errno are the ones that return a pointer (NULL and errno).
+ */
+#ifndef CORIO_H
+#define CORIO_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CORIO_API __attribute__((visibility("default")))
+#else
+#define CORIO_API
+#endif
+
+#define CORIO_VERSION_MAJOR 0
+#define CORIO_VERSION_MINOR 1
+#define CORIO_VERSION_PATCH 0
+
+struct io_uring_sqe;
+struct iovec;
+struct msghdr;
+struct statx;
+
+/*
+ * The loop: asyncio.run.  corio_run(3), corio_stats(3).
+ */
+typedef struct corio_task corio_task;
+typedef int (*corio_fn)(void *arg);
+
+CORIO_API int corio_run(corio_fn main, void *arg);
+
+struct corio_stats {
+	uint64_t tasks_live;	/* tasks spawned that have not returned */
+	uint64_t ops_in_flight;	/* awaited SQEs whose CQE has not arrived */
+	uint64_t turns;		/* turns of the loop */
+	uint64_t enters;	/* io_uring_enter calls */
+	uint64_t cqes;		/* CQEs reaped */
+	uint64_t cq_overflows;	/* times the CQ ring was found overflowed */
+};
+CORIO_API int corio_stats(struct corio_stats *out);
+
+/*
+ * Tasks: create_task, await task, cancel.  corio_spawn(3), corio_join(3),
+ * corio_cancel(3), corio_yield(3), corio_shield(3), corio_self(3).
+ */
+CORIO_API corio_task *corio_spawn(corio_fn fn, void *arg);
+CORIO_API int corio_join(corio_task *t);
+CORIO_API void corio_detach(corio_task *t);
+CORIO_API int corio_cancel(corio_task *t);
+CORIO_API int corio_yield(void);
+CORIO_API int corio_shield(int on);
+CORIO_API corio_task *corio_self(void);
+
+/*
+ * Stacks.  corio_spawn_ex(3), corio_stack_size(3).  The default stack is
+ * CORIO_STACK_DEFAULT bytes plus a guard page; both calls round up to whole
+ * pages and accept CORIO_STACK_MIN up to CORIO_STACK_MAX.
+ */
+#define CORIO_STACK_DEFAULT	(64u * 1024u)
+#define CORIO_STACK_MIN		(16u * 1024u)
+#define CORIO_STACK_MAX		(256u * 1024u * 1024u)
+
+struct corio_spawn_attr {
+	size_t stack_size;	/* 0: the loop's default */
+};
+CORIO_API corio_task *corio_spawn_ex(corio_fn fn, void *arg,
+				     const struct corio_spawn_attr *attr);
+CORIO_API ssize_t corio_stack_size(size_t bytes);
+
+/*
+ * Time: CLOCK_MONOTONIC nanoseconds.  corio_now(3), corio_sleep(3),
+ * corio_deadline(3), corio_timeout(3).
+ */
+#define CORIO_NSEC(n) ((uint64_t)(n))
+#define CORIO_USEC(n) ((uint64_t)(n) * 1000ull)
+#define CORIO_MSEC(n) ((uint64_t)(n) * 1000000ull)
+#define CORIO_SEC(n)  ((uint64_t)(n) * 1000000000ull)
+
+CORIO_API uint64_t corio_now(void);
+CORIO_API int corio_sleep(uint64_t ns);
+CORIO_API uint64_t corio_deadline(uint64_t abs_ns);
+CORIO_API uint64_t corio_timeout(uint64_t rel_ns);
+
+/*
+ * Any io_uring operation: get an SQE, prep it with liburing, await it.
+ * corio_sqe(3), corio_await(3).
+ */
+CORIO_API struct io_uring_sqe *corio_sqe(void);
+CORIO_API int corio_await(struct io_uring_sqe *sqe);
+
+/*
+ * Operations, one per liburing prep helper: corio_X(args) preps
+ * io_uring_prep_X(sqe, args) and awaits it.  corio_read(3) and its links.
+ */
+CORIO_API ssize_t corio_read(int fd, void *buf, size_t len, uint64_t off);
+CORIO_API ssize_t corio_write(int fd, const void *buf, size_t len,
+			      uint64_t off);
+CORIO_API ssize_t corio_readv(int fd, const struct iovec *iov, int iovcnt,
+			      uint64_t off);
+CORIO_API ssize_t corio_writev(int fd, const struct iovec *iov, int iovcnt,
+			       uint64_t off);
+CORIO_API ssize_t corio_recv(int fd, void *buf, size_t len, int flags);
+CORIO_API ssize_t corio_send(int fd, const void *buf, size_t len, int flags);
+CORIO_API ssize_t corio_recvmsg(int fd, struct msghdr *msg, int flags);
+CORIO_API ssize_t corio_sendmsg(int fd, const struct msghdr *msg, int flags);
+CORIO_API int corio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
+			   int flags);
+CORIO_API int corio_connect(int fd, const struct sockaddr *addr,
+			    socklen_t addrlen);
+CORIO_API int corio_close(int fd);
+CORIO_API int corio_openat(int dfd, const char *path, int flags, mode_t mode);
+CORIO_API int corio_fsync(int fd, unsigned int fsync_flags);
+CORIO_API int corio_statx(int dfd, const char *path, int flags,
+			  unsigned int mask, struct statx *statxbuf);
+CORIO_API int corio_shutdown(int fd, int how);
+CORIO_API int corio_poll(int fd, unsigned int poll_mask);
+CORIO_API ssize_t corio_splice(int fd_in, int64_t off_in, int fd_out,
+			       int64_t off_out, unsigned int nbytes,
+			       unsigned int splice_flags);
+CORIO_API int corio_socket(int domain, int type, int protocol,
+			   unsigned int flags);
+CORIO_API int corio_nop(void);
+
+/*
+ * Networking: listening and connected sockets in one call each.
+ * corio_listen(3), corio_dial(3), corio_accept_retry(3).
+ */
+#define CORIO_REUSEPORT	0x1	/* SO_REUSEPORT: several listeners, one port */
+#define CORIO_V6ONLY	0x2	/* an IPv6 listener takes no IPv4 */
+#define CORIO_UNLINK	0x4	/* unix: remove a stale socket file first */
+
+CORIO_API int corio_listen(const char *host, int port, int backlog,
+			   int flags);
+CORIO_API int corio_dial(const char *host, int port);
+CORIO_API int corio_listen_unix(const char *path, int backlog, int flags);
+CORIO_API int corio_dial_unix(const char *path);
+CORIO_API int corio_accept_retry(int fd, struct sockaddr *addr,
+				 socklen_t *addrlen, int flags);
+
+/*
+ * Blocking calls off the loop: asyncio.to_thread.  corio_run_blocking(3).
+ */
+CORIO_API int corio_run_blocking(corio_fn fn, void *arg);
+
+/*
+ * Signals as awaits.  corio_signal_wait(3).
+ */
+CORIO_API int corio_signal_wait(const sigset_t *set);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CORIO_H */

@@ -1,0 +1,225 @@
+/*
+ * corio-int.h - what two or more of corio's source files share.
+ *
+ * The loop (loop.c) owns the ring, the ready queue and the list of tasks;
+ * task.c owns switching between the scheduler and tasks; stack.c the stack
+ * pools; io.c turning SQEs into awaits; time.c sleeps and deadlines.
+ * Everything here is internal: names are corio__<file>_<verb>.
+ */
+#ifndef CORIO_INT_H
+#define CORIO_INT_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <liburing.h>
+
+#include "config.h"
+#include "corio.h"
+#include "fcontext.h"
+
+#define corio_likely(x)		__builtin_expect(!!(x), 1)
+#define corio_unlikely(x)	__builtin_expect(!!(x), 0)
+#define CORIO_COLD		__attribute__((cold, noinline))
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CORIO_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CORIO_ASAN 1
+#endif
+#endif
+#ifndef CORIO_ASAN
+#define CORIO_ASAN 0
+#endif
+
+/* A broken invariant: aborts with file and line in every build. */
+#define corio__bug(msg) corio__bug_at(__FILE__, __LINE__, (msg))
+_Noreturn void corio__bug_at(const char *file, int line, const char *msg);
+
+/*
+ * user_data of an SQE is either a struct corio_waiter pointer (8-aligned,
+ * low bits clear) or an internal tag: a cancel, a LINK_TIMEOUT, a NOP that
+ * replaced an SQE that was never awaited.  Internal CQEs wake no task.
+ */
+struct corio_task;
+struct corio_loop;
+
+#define CORIO_UD_INTERNAL	1ull
+#define CORIO_UD_HANDLER	2ull	/* with INTERNAL: a corio_handler */
+#define CORIO_UD_MASK		7ull
+
+/*
+ * A loop-owned op that wakes no task by itself (the eventfd of the
+ * blocking pool, a multishot accept): its CQEs are handed to fn, which
+ * keeps stats.ops_in_flight right for the ops it arms.
+ */
+struct corio_handler {
+	void (*fn)(struct corio_loop *loop, struct corio_handler *h,
+		   const struct io_uring_cqe *cqe);
+	/* Re-arms the op; called by the loop before its next enter when
+	 * the handler found the SQ ring full (it must not submit from
+	 * inside a reap). */
+	void (*arm)(struct corio_loop *loop, struct corio_handler *h);
+	struct corio_handler *next_arm;
+	bool arm_pending;
+};
+
+static inline uint64_t corio__handler_ud(struct corio_handler *h)
+{
+	return (uint64_t)(uintptr_t)h | CORIO_UD_INTERNAL | CORIO_UD_HANDLER;
+}
+
+/*
+ * One awaited SQE.  Lives on the parked task's stack from the await until
+ * its CQE arrives, so an await allocates nothing.
+ */
+struct corio_waiter {
+	struct corio_task *task;
+	int32_t res;
+	uint32_t cqe_flags;
+	int fd;			/* the op's fd, for corio_close's -EBADF; or -1 */
+	bool cancel_sent;	/* an ASYNC_CANCEL targets this waiter */
+	bool linked;		/* a LINK_TIMEOUT follows the op */
+	bool done;		/* the op's CQE arrived */
+	/* Read by the kernel when the SQE is submitted, not when it is
+	 * prepared: must stay valid until then, which the parked task
+	 * guarantees. */
+	struct __kernel_timespec ts;
+	struct io_uring_sqe sqe;	/* a copy, to resubmit after -EINTR */
+};
+
+/*
+ * A parked task's cancel hook: called by corio_cancel when the task is
+ * parked (not shielded).  It must not suspend.
+ */
+typedef void (*corio_cancel_hook)(struct corio_task *t);
+
+enum corio_task_state {
+	CORIO_T_READY,		/* on the ready queue, or never run yet */
+	CORIO_T_RUNNING,
+	CORIO_T_PARKED,		/* waiting; park_hook says how to cancel */
+	CORIO_T_DONE,		/* fn returned; waits for join */
+};
+
+struct corio_stack {
+	char *base;		/* lowest usable byte; the guard page is below */
+	size_t size;		/* usable bytes, multiple of the page size */
+	struct corio_stack_pool *pool;
+	unsigned int vg_id;	/* valgrind's stack id, 0 without valgrind */
+	bool canary;		/* no guard page: check a canary on switch */
+};
+
+struct corio_task {
+	fcontext_t ctx;			/* saved context while not running */
+	struct corio_loop *loop;
+	struct corio_task *next_ready;	/* ready queue link */
+	struct corio_task *prev, *next;	/* the loop's list of all tasks */
+	corio_fn fn;
+	void *arg;
+	int result;
+	uint8_t state;			/* enum corio_task_state */
+	bool cancelled;			/* corio_cancel was called */
+	bool shield;
+	bool detached;
+	bool started;
+	corio_cancel_hook park_hook;	/* set while parked, else NULL */
+	void *park_data;		/* the hook's argument */
+	struct corio_task *joiner;	/* the task parked in corio_join(this) */
+	uint64_t deadline_ns;		/* 0: none */
+	uint64_t id;
+	struct corio_stack stack;	/* the task struct sits at its top */
+	void *asan_fake_stack;
+};
+
+/* A pending corio_close(fd): ops on fd cancelled meanwhile get -EBADF. */
+struct corio_closing {
+	int fd;
+	struct corio_closing *next;
+};
+
+struct corio_stack_pool;
+
+struct corio_loop {
+	struct io_uring ring;
+	struct corio_task *current;	/* the running task, or NULL */
+	fcontext_t sched_ctx;		/* where a running task jumps back to */
+	struct corio_task *ready_head, *ready_tail;
+	struct corio_task all;		/* list head of every task */
+	struct corio_stats stats;
+	struct corio_task *main;	/* corio_run's task; freed by corio_run */
+	bool tearing_down;		/* main returned: new tasks start cancelled */
+	bool taskrun_flag;		/* the kernel raises IORING_SQ_TASKRUN */
+	bool reg_ring;			/* the ring fd is registered */
+	bool has_op_socket;
+	struct corio_closing *closing;
+	struct corio_stack_pool *pools;	/* one per stack size in use */
+	struct corio_pool *pool;	/* corio_run_blocking's threads */
+	struct corio_handler *arms;	/* handlers waiting for an SQE */
+	size_t stack_size;		/* default for spawns */
+	uint64_t next_id;
+	const void *sched_stack_bottom;	/* for ASan's fiber switches */
+	size_t sched_stack_size;
+	void *sched_fake_stack;
+};
+
+/* The loop of this thread, NULL outside corio_run. */
+extern __thread struct corio_loop *corio__loop;
+
+static inline struct corio_task *corio__current(void)
+{
+	struct corio_loop *loop = corio__loop;
+
+	return loop ? loop->current : NULL;
+}
+
+/* loop.c */
+struct io_uring_sqe *corio__loop_sqe(struct corio_loop *loop);
+int corio__loop_flush(struct corio_loop *loop);
+void corio__loop_reap(struct corio_loop *loop);
+struct io_uring_sqe *corio__loop_handler_sqe(struct corio_loop *loop,
+					     struct corio_handler *h);
+size_t corio__stack_default(void);
+void corio__loop_set_stack_default(size_t size);
+
+/* task.c */
+void corio__task_wake(struct corio_task *t);
+void corio__task_park(struct corio_task *t, corio_cancel_hook hook,
+		      void *data);
+void corio__task_run(struct corio_loop *loop, struct corio_task *t);
+void corio__task_free(struct corio_task *t);
+const char *corio__task_name(const struct corio_task *t, char *buf,
+			     size_t len);
+
+/* True when an await of t must fail at once with -ECANCELED. */
+static inline bool corio__task_stopped(const struct corio_task *t)
+{
+	return t->cancelled && !t->shield;
+}
+
+/* stack.c */
+struct corio_task *corio__stack_get(struct corio_loop *loop, size_t size);
+void corio__stack_put(struct corio_task *t);
+void corio__stack_pools_free(struct corio_loop *loop);
+void corio__stack_check(const struct corio_task *t);
+int corio__stack_overflow_init(void);
+void corio__stack_overflow_fini(void);
+size_t corio__stack_round(size_t size);
+
+/* io.c */
+#define CORIO_OP_DEADLINE	1u	/* link a LINK_TIMEOUT at the deadline */
+#define CORIO_OP_NOCANCEL	2u	/* corio_cancel does not stop it */
+int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
+		     struct io_uring_sqe *sqe, unsigned int flags);
+int corio__op_check(struct corio_task *t, bool cancellable);
+int corio__op_res_closed(struct corio_loop *loop, struct corio_waiter *w);
+
+/* blocking.c */
+void corio__blocking_fini(struct corio_loop *loop);
+
+/* time.c */
+uint64_t corio__time_now(void);
+
+#endif

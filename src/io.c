@@ -1,0 +1,580 @@
+/*
+ * io.c - awaiting SQEs: corio_sqe, corio_await and the op wrappers.
+ *
+ * Every await goes through corio__op_submit: the SQE's user_data becomes a
+ * struct corio_waiter on the task's stack, a LINK_TIMEOUT follows it when
+ * the task has a deadline, and the task parks until the op's last CQE.
+ * op_result() is the one place a CQE's res is translated: a cancelled op's
+ * -ECANCELED/-EINTR is -ECANCELED, a deadline's is -ETIMEDOUT, corio_close's
+ * is -EBADF (corio__op_res_closed, at reap time), an uncancelled -EINTR is
+ * resubmitted.  Everything else passes through unchanged.
+ *
+ * Wrappers whose op writes user memory mark the bytes it reports as
+ * defined for valgrind, which cannot see the kernel write them.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+
+#include "corio-int.h"
+
+#if CORIO_HAVE_VALGRIND
+#include <valgrind/memcheck.h>
+#define vg_defined(p, n)	VALGRIND_MAKE_MEM_DEFINED((p), (n))
+#else
+#define vg_defined(p, n)	((void)(p), (void)(n))
+#endif
+
+#ifndef IORING_TIMEOUT_MULTISHOT
+#define IORING_TIMEOUT_MULTISHOT	(1U << 6)
+#endif
+#define OP_READ_MULTISHOT		49	/* not in liburing 2.3 */
+
+/* The kernel moves at most this much in one read or write. */
+#define MAX_RW_COUNT	0x7ffff000u
+
+/* Given out by corio_sqe outside a task, so a prep helper cannot crash. */
+static __thread struct io_uring_sqe scratch_sqe;
+
+/* corio_cancel's hook for a task parked on an op. */
+static void op_cancel(struct corio_task *t)
+{
+	struct corio_waiter *w = t->park_data;
+	struct io_uring_sqe *sqe;
+
+	if (w->cancel_sent || w->done)
+		return;
+	sqe = corio__loop_sqe(t->loop);
+	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)w, 0);
+	sqe->user_data = CORIO_UD_INTERNAL;
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	w->cancel_sent = true;
+}
+
+int corio__op_check(struct corio_task *t, bool cancellable)
+{
+	if (corio_unlikely(!t))
+		return -EPERM;
+	if (!cancellable)
+		return 0;
+	if (corio_unlikely(corio__task_stopped(t)))
+		return -ECANCELED;
+	if (t->deadline_ns && corio__time_now() >= t->deadline_ns)
+		return -ETIMEDOUT;
+	return 0;
+}
+
+/*
+ * A cancelled op's CQE arrived while a corio_close of its fd was pending:
+ * it was cancelled by that close, so its task sees -EBADF.
+ */
+int corio__op_res_closed(struct corio_loop *loop, struct corio_waiter *w)
+{
+	struct corio_closing *c;
+
+	if ((w->res != -ECANCELED && w->res != -EINTR) || w->cancel_sent ||
+	    w->fd < 0)
+		return w->res;
+	for (c = loop->closing; c; c = c->next)
+		if (c->fd == w->fd)
+			return -EBADF;
+	return w->res;
+}
+
+static void ts_from_ns(struct __kernel_timespec *ts, uint64_t ns)
+{
+	ts->tv_sec = (long long)(ns / CORIO_SEC(1));
+	ts->tv_nsec = (long long)(ns % CORIO_SEC(1));
+}
+
+/*
+ * Parks t on sqe until its last CQE and returns the raw res.  With
+ * CORIO_OP_DEADLINE and a deadline, a LINK_TIMEOUT follows the op (room
+ * for it was reserved by corio__loop_sqe); its own CQE is skipped on
+ * success and tagged internal otherwise, so it never wakes a task.
+ */
+int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
+		     struct io_uring_sqe *sqe, unsigned int flags)
+{
+	struct corio_loop *loop = t->loop;
+
+	w->task = t;
+	w->fd = sqe->flags & IOSQE_FIXED_FILE ? -1 : sqe->fd;
+	w->cancel_sent = false;
+	w->done = false;
+	w->linked = false;
+	sqe->user_data = (uint64_t)(uintptr_t)w;
+	if ((flags & CORIO_OP_DEADLINE) && t->deadline_ns) {
+		struct io_uring_sqe *lt = io_uring_get_sqe(&loop->ring);
+
+		if (corio_unlikely(!lt))
+			corio__bug("no SQE reserved for a LINK_TIMEOUT");
+		sqe->flags |= IOSQE_IO_LINK;
+		ts_from_ns(&w->ts, t->deadline_ns);
+		io_uring_prep_link_timeout(lt, &w->ts, IORING_TIMEOUT_ABS);
+		lt->user_data = CORIO_UD_INTERNAL;
+		lt->flags |= IOSQE_CQE_SKIP_SUCCESS;
+		w->linked = true;
+	}
+	loop->stats.ops_in_flight++;
+	corio__task_park(t, (flags & CORIO_OP_NOCANCEL) ? NULL : op_cancel, w);
+	return w->res;
+}
+
+static CORIO_COLD int op_result_slow(struct corio_task *t,
+				     struct corio_waiter *w, int res)
+{
+	if (w->cancel_sent || corio__task_stopped(t))
+		return -ECANCELED;
+	if (w->linked && corio__time_now() >= t->deadline_ns)
+		return -ETIMEDOUT;
+	return res;
+}
+
+static inline int op_result(struct corio_task *t, struct corio_waiter *w,
+			    int res)
+{
+	if (corio_likely(res != -ECANCELED && res != -EINTR))
+		return res;
+	return op_result_slow(t, w, res);
+}
+
+/*
+ * Awaits a prepared SQE with the task's deadline, resubmitting it if it
+ * fails with -EINTR without having been cancelled (-EINTR never escapes).
+ */
+static int op_await(struct corio_task *t, struct io_uring_sqe *sqe)
+{
+	struct corio_waiter w;
+	int res;
+
+	for (;;) {
+		memcpy(&w.sqe, sqe, sizeof(w.sqe));
+		res = corio__op_submit(t, &w, sqe, CORIO_OP_DEADLINE);
+		if (corio_likely(res != -EINTR) || w.cancel_sent)
+			break;
+		res = corio__op_check(t, true);
+		if (res < 0)
+			return res;
+		sqe = corio__loop_sqe(t->loop);
+		memcpy(sqe, &w.sqe, sizeof(*sqe));
+	}
+	return op_result(t, &w, res);
+}
+
+struct io_uring_sqe *corio_sqe(void)
+{
+	struct corio_task *t = corio__current();
+
+	if (corio_unlikely(!t))
+		return &scratch_sqe;
+	return corio__loop_sqe(t->loop);
+}
+
+/*
+ * Gives back an SQE that will not be awaited: the last one handed out is
+ * simply not published; any other becomes an internal NOP that posts no
+ * CQE.
+ */
+static void sqe_drop(struct io_uring *ring, struct io_uring_sqe *sqe)
+{
+	struct io_uring_sq *sq = &ring->sq;
+
+	if (sq->sqe_tail != sq->sqe_head &&
+	    sqe == &sq->sqes[(sq->sqe_tail - 1) & sq->ring_mask]) {
+		sq->sqe_tail--;
+		return;
+	}
+	io_uring_prep_nop(sqe);
+	sqe->user_data = CORIO_UD_INTERNAL;
+	sqe->flags = IOSQE_CQE_SKIP_SUCCESS;
+}
+
+/* An SQE the await model cannot serve: one CQE per SQE, no chains. */
+static bool sqe_unservable(const struct io_uring_sqe *sqe)
+{
+	if (sqe->flags & (IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_LINK |
+			  IOSQE_IO_HARDLINK))
+		return true;
+	switch (sqe->opcode) {
+	case IORING_OP_ACCEPT:
+		return sqe->ioprio & IORING_ACCEPT_MULTISHOT;
+	case IORING_OP_RECV:
+	case IORING_OP_RECVMSG:
+		return sqe->ioprio & IORING_RECV_MULTISHOT;
+	case IORING_OP_POLL_ADD:
+		return sqe->len & IORING_POLL_ADD_MULTI;
+	case IORING_OP_TIMEOUT:
+		return sqe->timeout_flags & IORING_TIMEOUT_MULTISHOT;
+	case OP_READ_MULTISHOT:
+		return true;
+	default:
+		return false;
+	}
+}
+
+int corio_await(struct io_uring_sqe *sqe)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring *ring;
+	int ret;
+
+	if (!sqe)
+		return -EINVAL;
+	if (!t || sqe == &scratch_sqe)
+		return -EPERM;
+	ring = &t->loop->ring;
+	if ((size_t)(sqe - ring->sq.sqes) >= ring->sq.ring_entries)
+		return -EINVAL;
+	ret = sqe_unservable(sqe) ? -EINVAL : corio__op_check(t, true);
+	if (ret < 0) {
+		sqe_drop(ring, sqe);
+		return ret;
+	}
+	return op_await(t, sqe);
+}
+
+/* Checks the task, then hands out the SQE of one wrapper's op. */
+static struct io_uring_sqe *op_begin(struct corio_task *t, int *ret)
+{
+	*ret = corio__op_check(t, true);
+	if (corio_unlikely(*ret < 0))
+		return NULL;
+	return corio__loop_sqe(t->loop);
+}
+
+static unsigned int rw_len(size_t len)
+{
+	return len > MAX_RW_COUNT ? MAX_RW_COUNT : (unsigned int)len;
+}
+
+/* Marks the first n bytes an op wrote across iov as defined. */
+static void vg_defined_iov(const struct iovec *iov, int iovcnt, ssize_t n)
+{
+	int i;
+
+	for (i = 0; i < iovcnt && n > 0; i++) {
+		size_t part = iov[i].iov_len < (size_t)n ? iov[i].iov_len :
+			      (size_t)n;
+
+		vg_defined(iov[i].iov_base, part);
+		n -= (ssize_t)part;
+	}
+}
+
+ssize_t corio_read(int fd, void *buf, size_t len, uint64_t off)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_read(sqe, fd, buf, rw_len(len), off);
+	ret = op_await(t, sqe);
+	if (ret > 0)
+		vg_defined(buf, (size_t)ret);
+	return ret;
+}
+
+ssize_t corio_write(int fd, const void *buf, size_t len, uint64_t off)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_write(sqe, fd, buf, rw_len(len), off);
+	return op_await(t, sqe);
+}
+
+ssize_t corio_readv(int fd, const struct iovec *iov, int iovcnt,
+		    uint64_t off)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	if (iovcnt < 0)
+		return -EINVAL;
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_readv(sqe, fd, iov, (unsigned int)iovcnt, off);
+	ret = op_await(t, sqe);
+	vg_defined_iov(iov, iovcnt, ret);
+	return ret;
+}
+
+ssize_t corio_writev(int fd, const struct iovec *iov, int iovcnt,
+		     uint64_t off)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	if (iovcnt < 0)
+		return -EINVAL;
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_writev(sqe, fd, iov, (unsigned int)iovcnt, off);
+	return op_await(t, sqe);
+}
+
+ssize_t corio_recv(int fd, void *buf, size_t len, int flags)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_recv(sqe, fd, buf, rw_len(len), flags);
+	ret = op_await(t, sqe);
+	if (ret > 0)
+		vg_defined(buf, (size_t)ret);
+	return ret;
+}
+
+ssize_t corio_send(int fd, const void *buf, size_t len, int flags)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_send(sqe, fd, buf, rw_len(len), flags | MSG_NOSIGNAL);
+	return op_await(t, sqe);
+}
+
+ssize_t corio_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_recvmsg(sqe, fd, msg, (unsigned int)flags);
+	ret = op_await(t, sqe);
+	if (ret >= 0 && msg) {
+		vg_defined(msg, sizeof(*msg));
+		vg_defined_iov(msg->msg_iov, (int)msg->msg_iovlen, ret);
+		if (msg->msg_name)
+			vg_defined(msg->msg_name, msg->msg_namelen);
+		if (msg->msg_control)
+			vg_defined(msg->msg_control, msg->msg_controllen);
+	}
+	return ret;
+}
+
+ssize_t corio_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_sendmsg(sqe, fd, msg,
+			      (unsigned int)(flags | MSG_NOSIGNAL));
+	return op_await(t, sqe);
+}
+
+int corio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
+		 int flags)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_accept(sqe, fd, addr, addrlen, flags | SOCK_CLOEXEC);
+	ret = op_await(t, sqe);
+	if (ret >= 0 && addr && addrlen) {
+		vg_defined(addrlen, sizeof(*addrlen));
+		vg_defined(addr, *addrlen);
+	}
+	return ret;
+}
+
+int corio_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_connect(sqe, fd, addr, addrlen);
+	return op_await(t, sqe);
+}
+
+int corio_openat(int dfd, const char *path, int flags, mode_t mode)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_openat(sqe, dfd, path, flags | O_CLOEXEC, mode);
+	return op_await(t, sqe);
+}
+
+int corio_fsync(int fd, unsigned int fsync_flags)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_fsync(sqe, fd, fsync_flags);
+	return op_await(t, sqe);
+}
+
+int corio_statx(int dfd, const char *path, int flags, unsigned int mask,
+		struct statx *statxbuf)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_statx(sqe, dfd, path, flags, mask, statxbuf);
+	ret = op_await(t, sqe);
+	if (ret == 0 && statxbuf)
+		vg_defined(statxbuf, sizeof(*statxbuf));
+	return ret;
+}
+
+int corio_shutdown(int fd, int how)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_shutdown(sqe, fd, how);
+	return op_await(t, sqe);
+}
+
+int corio_poll(int fd, unsigned int poll_mask)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_poll_add(sqe, fd, poll_mask);
+	return op_await(t, sqe);
+}
+
+ssize_t corio_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out,
+		     unsigned int nbytes, unsigned int splice_flags)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_splice(sqe, fd_in, off_in, fd_out, off_out,
+			     rw_len(nbytes), splice_flags);
+	return op_await(t, sqe);
+}
+
+int corio_socket(int domain, int type, int protocol, unsigned int flags)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	if (t && !t->loop->has_op_socket) {
+		/* Kernels before 5.19 lack IORING_OP_SOCKET. */
+		ret = corio__op_check(t, true);
+		if (ret < 0)
+			return ret;
+		ret = socket(domain, type | SOCK_CLOEXEC, protocol);
+		return ret < 0 ? -errno : ret;
+	}
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_socket(sqe, domain, type | SOCK_CLOEXEC, protocol,
+			     flags);
+	return op_await(t, sqe);
+}
+
+int corio_nop(void)
+{
+	struct corio_task *t = corio__current();
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	sqe = op_begin(t, &ret);
+	if (!sqe)
+		return ret;
+	io_uring_prep_nop(sqe);
+	return op_await(t, sqe);
+}
+
+/*
+ * Cancels this loop's ops on fd first (their tasks get -EBADF, translated
+ * at reap time while the closing record is linked), then closes it.  The
+ * cancel is hard-linked to the close so the close starts after the
+ * cancelled ops' completions are queued, whatever the cancel's result.
+ * Runs even in a cancelled task and past the deadline.
+ */
+int corio_close(int fd)
+{
+	struct corio_task *t = corio__current();
+	struct corio_loop *loop;
+	struct corio_closing c, **pp;
+	struct corio_waiter w;
+	struct io_uring_sqe *sqe;
+	int ret;
+
+	if (!t)
+		return -EPERM;
+	loop = t->loop;
+	c.fd = fd;
+	c.next = loop->closing;
+	loop->closing = &c;
+	sqe = corio__loop_sqe(loop);
+	io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+	sqe->user_data = CORIO_UD_INTERNAL;
+	sqe->flags |= IOSQE_IO_HARDLINK;
+	sqe = io_uring_get_sqe(&loop->ring);	/* reserved by the above */
+	io_uring_prep_close(sqe, fd);
+	ret = corio__op_submit(t, &w, sqe, CORIO_OP_NOCANCEL);
+	for (pp = &loop->closing; *pp != &c; pp = &(*pp)->next)
+		;
+	*pp = c.next;
+	return ret == -EINTR ? 0 : ret;
+}

@@ -1,0 +1,552 @@
+/*
+ * loop.c - the event loop: the ring, one turn, corio_run and its teardown.
+ *
+ * Owns the thread's struct corio_loop.  One turn runs every task that was
+ * ready when the turn began, then makes at most one io_uring_enter that
+ * submits the SQEs those tasks queued and reaps completions, waiting only
+ * when no task is ready.  A CQE's user_data is the waiter itself (or an
+ * internal tag), so a completion costs O(1): no table, no scan.
+ *
+ * Invariants: only the loop's own thread touches it; a task is on the ready
+ * queue at most once; stats.ops_in_flight counts awaited SQEs whose last
+ * CQE has not been reaped, and corio_run returns only when it is zero.
+ * Calls task.c (running tasks), stack.c (pools, overflow handler).
+ */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "corio-int.h"
+
+#define SQ_ENTRIES	1024
+#define CQ_ENTRIES	16384
+
+/* How often teardown reports the tasks it still waits for. */
+#define TEARDOWN_REPORT_NS	CORIO_SEC(10)
+
+__thread struct corio_loop *corio__loop;
+
+/* The default stack size of this thread's next spawns; 0 until computed. */
+static __thread size_t stack_default;
+
+_Noreturn void corio__bug_at(const char *file, int line, const char *msg)
+{
+	fprintf(stderr, "corio: bug at %s:%d: %s\n", file, line, msg);
+	abort();
+}
+
+/* CORIO_STACK_SIZE=bytes, with an optional K or M suffix. */
+static size_t stack_size_from_env(void)
+{
+	const char *s = getenv("CORIO_STACK_SIZE");
+	char *end;
+	unsigned long long v;
+	size_t size = CORIO_STACK_DEFAULT;
+
+	if (CORIO_ASAN)
+		size *= 4;	/* instrumented frames and redzones */
+	if (!s || !*s)
+		return size;
+	v = strtoull(s, &end, 10);
+	if (*end == 'k' || *end == 'K')
+		v <<= 10, end++;
+	else if (*end == 'm' || *end == 'M')
+		v <<= 20, end++;
+	if (*end || v < CORIO_STACK_MIN || v > CORIO_STACK_MAX) {
+		fprintf(stderr, "corio: ignoring CORIO_STACK_SIZE=%s "
+			"(want %u to %u bytes)\n", s, CORIO_STACK_MIN,
+			CORIO_STACK_MAX);
+		return size;
+	}
+	return corio__stack_round(v);
+}
+
+size_t corio__stack_default(void)
+{
+	if (!stack_default)
+		stack_default = stack_size_from_env();
+	return stack_default;
+}
+
+ssize_t corio_stack_size(size_t bytes)
+{
+	struct corio_loop *loop = corio__loop;
+	size_t old = loop ? loop->stack_size : corio__stack_default();
+
+	if (!bytes)
+		return old;
+	if (bytes < CORIO_STACK_MIN || bytes > CORIO_STACK_MAX)
+		return -EINVAL;
+	stack_default = corio__stack_round(bytes);
+	if (loop)
+		loop->stack_size = stack_default;
+	return old;
+}
+
+/* io_uring_enter without liburing's wrapper, so that errors are -errno. */
+static int sys_enter(unsigned int fd, unsigned int to_submit,
+		     unsigned int min_complete, unsigned int flags, void *arg,
+		     size_t argsz)
+{
+	long ret = syscall(__NR_io_uring_enter, fd, to_submit, min_complete,
+			   flags, arg, argsz);
+
+	return ret < 0 ? -errno : (int)ret;
+}
+
+/*
+ * Publishes the SQEs queued since the last flush and returns how many the
+ * kernel has not consumed yet.  Without SQPOLL the kernel reads the tail
+ * inside io_uring_enter, which orders it after the SQE stores.
+ */
+static unsigned int sq_flush(struct io_uring *ring)
+{
+	struct io_uring_sq *sq = &ring->sq;
+	unsigned int tail = sq->sqe_tail;
+
+	if (sq->sqe_head != tail) {
+		sq->sqe_head = tail;
+		IO_URING_WRITE_ONCE(*sq->ktail, tail);
+	}
+	return tail - IO_URING_READ_ONCE(*sq->khead);
+}
+
+/*
+ * Reaps every CQE in the ring with one head advance.  A waiter's task is
+ * woken at its op's last CQE: a CQE flagged MORE (zero-copy send) is
+ * followed by a NOTIF one.
+ */
+void corio__loop_reap(struct corio_loop *loop)
+{
+	struct io_uring_cq *cq = &loop->ring.cq;
+	unsigned int head = *cq->khead;
+	/* Pairs with the kernel's release of the tail: the CQEs before it
+	 * are fully written. */
+	unsigned int tail = io_uring_smp_load_acquire(cq->ktail);
+	unsigned int n = tail - head;
+
+	for (; head != tail; head++) {
+		const struct io_uring_cqe *cqe = &cq->cqes[head & cq->ring_mask];
+		struct corio_waiter *w;
+
+		if (cqe->user_data & CORIO_UD_INTERNAL) {
+			if (corio_unlikely(cqe->user_data & CORIO_UD_HANDLER)) {
+				struct corio_handler *h = (void *)(uintptr_t)
+					(cqe->user_data & ~CORIO_UD_MASK);
+
+				h->fn(loop, h, cqe);
+			}
+			continue;
+		}
+		w = (struct corio_waiter *)(uintptr_t)cqe->user_data;
+		if (corio_unlikely(cqe->flags & (IORING_CQE_F_MORE |
+						 IORING_CQE_F_NOTIF))) {
+			if (cqe->flags & IORING_CQE_F_MORE) {
+				w->res = cqe->res;
+				w->cqe_flags = cqe->flags;
+				continue;
+			}
+		} else {
+			w->res = cqe->res;
+			w->cqe_flags = cqe->flags;
+		}
+		if (corio_unlikely(loop->closing && w->res < 0))
+			w->res = corio__op_res_closed(loop, w);
+		w->done = true;
+		loop->stats.ops_in_flight--;
+		corio__task_wake(w->task);
+	}
+	/* The kernel may reuse the slots once it sees the new head. */
+	io_uring_smp_store_release(cq->khead, head);
+	loop->stats.cqes += n;
+}
+
+static CORIO_COLD void enter_failed(int ret)
+{
+	if (ret == -EBADR) {
+		fprintf(stderr, "corio: the kernel dropped a completion "
+			"(io_uring_enter: EBADR); aborting\n");
+		abort();
+	}
+	fprintf(stderr, "corio: io_uring_enter: %s\n", strerror(-ret));
+	abort();
+}
+
+/*
+ * One io_uring_enter: submits what is queued and reaps, waiting for one
+ * CQE when wait is set (until ts when it is non-NULL).  Returns 0, or
+ * -ETIME when ts ran out.  -EINTR is retried; -EBUSY and -EAGAIN (the CQ
+ * side is backed up, or the kernel is short of memory) mean: reap, then
+ * retry, waiting for a completion if reaping found none.
+ */
+static int enter(struct corio_loop *loop, bool wait,
+		 struct __kernel_timespec *ts)
+{
+	struct io_uring *ring = &loop->ring;
+	unsigned int flags = IORING_ENTER_GETEVENTS;
+	struct io_uring_getevents_arg arg = { 0 };
+	void *argp = NULL;
+	size_t argsz = 0;
+	int ret;
+
+	if (loop->reg_ring)
+		flags |= IORING_ENTER_REGISTERED_RING;
+	if (ts) {
+		arg.ts = (uint64_t)(uintptr_t)ts;
+		argp = &arg;
+		argsz = sizeof(arg);
+		flags |= IORING_ENTER_EXT_ARG;
+	}
+	for (;;) {
+		unsigned int to_submit = sq_flush(ring);
+		uint64_t cqes = loop->stats.cqes;
+
+		loop->stats.enters++;
+		ret = sys_enter(ring->enter_ring_fd, to_submit, wait ? 1 : 0,
+				flags, argp, argsz);
+		if (corio_likely(ret >= 0))
+			break;
+		if (ret == -ETIME)
+			break;
+		if (ret == -EINTR)
+			continue;
+		if (ret != -EBUSY && ret != -EAGAIN)
+			enter_failed(ret);
+		corio__loop_reap(loop);
+		if (loop->stats.cqes == cqes)
+			wait = true;
+	}
+	if (*ring->sq.kflags & IORING_SQ_CQ_OVERFLOW)
+		loop->stats.cq_overflows++;
+	corio__loop_reap(loop);
+	return ret == -ETIME ? -ETIME : 0;
+}
+
+/*
+ * Submits the queued SQEs without waiting, from inside a task whose SQE
+ * ring is full.  Completions reaped meanwhile wake tasks for the next turn.
+ */
+int corio__loop_flush(struct corio_loop *loop)
+{
+	return enter(loop, false, NULL);
+}
+
+/*
+ * An SQE with room for a second one behind it (an op's LINK_TIMEOUT must
+ * follow it in the same submission).  A full ring is submitted first.
+ */
+struct io_uring_sqe *corio__loop_sqe(struct corio_loop *loop)
+{
+	struct io_uring *ring = &loop->ring;
+
+	if (corio_unlikely(io_uring_sq_space_left(ring) < 2))
+		corio__loop_flush(loop);
+	return io_uring_get_sqe(ring);
+}
+
+/*
+ * An SQE for a handler's op, without submitting: handlers run inside a
+ * reap, where a submit would reap again.  NULL when the ring is full: the
+ * handler's arm() is then called before the next enter.
+ */
+struct io_uring_sqe *corio__loop_handler_sqe(struct corio_loop *loop,
+					     struct corio_handler *h)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
+
+	if (!sqe && !h->arm_pending) {
+		h->arm_pending = true;
+		h->next_arm = loop->arms;
+		loop->arms = h;
+	}
+	return sqe;
+}
+
+static CORIO_COLD void run_arms(struct corio_loop *loop)
+{
+	struct corio_handler *h = loop->arms;
+
+	loop->arms = NULL;
+	while (h) {
+		struct corio_handler *next = h->next_arm;
+
+		h->arm_pending = false;
+		h->arm(loop, h);
+		h = next;
+	}
+}
+
+static CORIO_COLD void report_tasks(struct corio_loop *loop, const char *why)
+{
+	struct corio_task *t;
+	char name[128];
+
+	for (t = loop->all.next; t != &loop->all; t = t->next) {
+		if (t->state == CORIO_T_DONE)
+			continue;
+		fprintf(stderr, "corio: %s: %s still running%s%s\n", why,
+			corio__task_name(t, name, sizeof(name)),
+			t->cancelled ? ", cancelled" : "",
+			t->state == CORIO_T_PARKED ? ", parked" : "");
+	}
+}
+
+/*
+ * Nothing is ready, nothing is in flight, nothing is queued, yet tasks
+ * live: each waits on another (a join cycle).  No event can ever wake
+ * them, so say so rather than hang.
+ */
+static CORIO_COLD _Noreturn void deadlock(struct corio_loop *loop)
+{
+	fprintf(stderr, "corio: deadlock: every task waits on another task "
+		"and no operation is in flight\n");
+	report_tasks(loop, "deadlock");
+	abort();
+}
+
+/* Submits and reaps once: the second half of a turn. */
+static void pump(struct corio_loop *loop)
+{
+	struct io_uring *ring = &loop->ring;
+	struct __kernel_timespec ts = { .tv_sec = TEARDOWN_REPORT_NS /
+					CORIO_SEC(1) };
+	bool idle, queued;
+
+	if (corio_unlikely(loop->arms))
+		run_arms(loop);
+	/* A handler still unarmed (ring full) must not be slept through. */
+	idle = !loop->ready_head && !loop->arms;
+	queued = ring->sq.sqe_tail != IO_URING_READ_ONCE(*ring->sq.khead);
+	if (!queued && !loop->stats.ops_in_flight) {
+		if (idle)
+			deadlock(loop);
+		return;
+	}
+	/*
+	 * With DEFER_TASKRUN the kernel posts completions only inside an
+	 * enter and raises IORING_SQ_TASKRUN when it has some to post: tasks
+	 * that keep yielding skip the syscall until then.
+	 */
+	if (!queued && !idle && loop->taskrun_flag &&
+	    !(IO_URING_READ_ONCE(*ring->sq.kflags) &
+	      (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) {
+		corio__loop_reap(loop);
+		return;
+	}
+	if (corio_unlikely(loop->tearing_down && idle)) {
+		if (enter(loop, true, &ts) == -ETIME)
+			report_tasks(loop, "teardown");
+		return;
+	}
+	enter(loop, idle, NULL);
+}
+
+/* main returned: cancel every live task; later spawns start cancelled. */
+static CORIO_COLD void teardown_begin(struct corio_loop *loop)
+{
+	struct corio_task *t;
+
+	loop->tearing_down = true;
+	for (t = loop->all.next; t != &loop->all; t = t->next)
+		if (t->state != CORIO_T_DONE)
+			corio_cancel(t);
+}
+
+static void run(struct corio_loop *loop)
+{
+	for (;;) {
+		struct corio_task *t = loop->ready_head;
+
+		loop->stats.turns++;
+		/* Tasks woken or spawned from here on run next turn. */
+		loop->ready_head = loop->ready_tail = NULL;
+		while (t) {
+			struct corio_task *next = t->next_ready;
+
+			corio__task_run(loop, t);
+			t = next;
+		}
+		if (corio_unlikely(loop->main->state == CORIO_T_DONE)) {
+			if (!loop->tearing_down)
+				teardown_begin(loop);
+			if (!loop->stats.tasks_live &&
+			    !loop->stats.ops_in_flight && !loop->ready_head)
+				return;
+		}
+		pump(loop);
+	}
+}
+
+/* The SQ array maps slots to SQEs one to one; set it so once. */
+static void sq_array_identity(struct io_uring *ring)
+{
+	unsigned int i;
+
+	for (i = 0; i < ring->sq.ring_entries; i++)
+		ring->sq.array[i] = i;
+}
+
+static CORIO_COLD int ring_missing(struct io_uring *ring, const char *what)
+{
+	fprintf(stderr, "corio: io_uring lacks %s (Linux 6.1 or later is "
+		"needed)\n", what);
+	if (ring)
+		io_uring_queue_exit(ring);
+	return -ENOSYS;
+}
+
+static CORIO_COLD int ring_setup(struct corio_loop *loop)
+{
+	struct io_uring *ring = &loop->ring;
+	struct io_uring_params p;
+	struct io_uring_probe *probe;
+	int ret;
+
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+		  IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+		  IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE;
+	p.cq_entries = CQ_ENTRIES;
+	ret = io_uring_queue_init_params(SQ_ENTRIES, ring, &p);
+	if (ret == -EINVAL) {
+		/* COOP_TASKRUN and TASKRUN_FLAG are optional. */
+		p.flags &= ~(IORING_SETUP_COOP_TASKRUN |
+			     IORING_SETUP_TASKRUN_FLAG);
+		ret = io_uring_queue_init_params(SQ_ENTRIES, ring, &p);
+		if (ret == -EINVAL)
+			return ring_missing(NULL, "IORING_SETUP_DEFER_TASKRUN");
+	}
+	if (ret < 0) {
+		fprintf(stderr, "corio: io_uring_setup: %s%s\n",
+			strerror(-ret), ret == -EPERM || ret == -ENOSYS ?
+			" (io_uring is disabled: kernel.io_uring_disabled, "
+			"a seccomp filter or an old kernel)" : "");
+		return ret;
+	}
+	if (!(p.features & IORING_FEAT_NODROP))
+		return ring_missing(ring, "IORING_FEAT_NODROP");
+	if (!(p.features & IORING_FEAT_CQE_SKIP))
+		return ring_missing(ring, "IORING_FEAT_CQE_SKIP");
+	if (!(p.features & IORING_FEAT_EXT_ARG))
+		return ring_missing(ring, "IORING_FEAT_EXT_ARG");
+	loop->taskrun_flag = p.flags & IORING_SETUP_TASKRUN_FLAG;
+	sq_array_identity(ring);
+	/* A fork child must not share the rings' pages with the parent. */
+	io_uring_ring_dontfork(ring);
+	/* Saves the fd lookup on every enter. */
+	loop->reg_ring = io_uring_register_ring_fd(ring) == 1;
+	probe = io_uring_get_probe_ring(ring);
+	if (probe) {
+		loop->has_op_socket = io_uring_opcode_supported(probe,
+							IORING_OP_SOCKET);
+		io_uring_free_probe(probe);
+	}
+	return 0;
+}
+
+/*
+ * A fork child inherits the thread's loop pointer but not the rings'
+ * pages: it must see no loop (its calls fail with -EPERM), and it must
+ * not keep the parent's ring alive.
+ */
+static void atfork_child(void)
+{
+	struct corio_loop *loop = corio__loop;
+
+	if (loop) {
+		corio__loop = NULL;
+		close(loop->ring.ring_fd);
+	}
+}
+
+static void atfork_register(void)
+{
+	pthread_atfork(NULL, NULL, atfork_child);
+}
+
+/* As Python does: a write to a closed pipe returns -EPIPE, not death. */
+static void sigpipe_ignore(void)
+{
+	struct sigaction sa;
+
+	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+	    !(sa.sa_flags & SA_SIGINFO)) {
+		sa.sa_handler = SIG_IGN;
+		sigaction(SIGPIPE, &sa, NULL);
+	}
+}
+
+static void loop_free(struct corio_loop *loop)
+{
+	while (loop->all.next != &loop->all)
+		corio__task_free(loop->all.next);
+	corio__blocking_fini(loop);
+	corio__stack_pools_free(loop);
+	io_uring_queue_exit(&loop->ring);
+	free(loop);
+}
+
+int corio_run(corio_fn fn, void *arg)
+{
+	static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+	struct corio_loop *loop;
+	int ret;
+
+	if (!fn)
+		return -EINVAL;
+	if (corio__loop)
+		return -EBUSY;
+	loop = calloc(1, sizeof(*loop));
+	if (!loop)
+		return -ENOMEM;
+	loop->all.next = loop->all.prev = &loop->all;
+	loop->stack_size = corio__stack_default();
+	ret = ring_setup(loop);
+	if (ret < 0) {
+		free(loop);
+		return ret;
+	}
+	pthread_once(&atfork_once, atfork_register);
+	sigpipe_ignore();
+	corio__stack_overflow_init();
+	corio__loop = loop;
+	loop->main = corio_spawn(fn, arg);
+	if (!loop->main) {
+		ret = -errno;
+		goto out;
+	}
+	run(loop);
+	ret = loop->main->result;
+out:
+	corio__loop = NULL;
+	loop_free(loop);
+	corio__stack_overflow_fini();
+	return ret;
+}
+
+int corio_stats(struct corio_stats *out)
+{
+	struct corio_loop *loop = corio__loop;
+
+	if (!out)
+		return -EINVAL;
+	if (!loop)
+		return -EPERM;
+	*out = loop->stats;
+	return 0;
+}
+
+const char *corio__task_name(const struct corio_task *t, char *buf,
+			     size_t len)
+{
+	Dl_info info;
+	const char *sym = "?";
+
+	if (dladdr((void *)(uintptr_t)t->fn, &info) && info.dli_sname)
+		sym = info.dli_sname;
+	snprintf(buf, len, "task %llu (%s)", (unsigned long long)t->id, sym);
+	return buf;
+}

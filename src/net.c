@@ -1,0 +1,326 @@
+/*
+ * net.c - listen, dial, accept with back-off, signals as awaits.
+ *
+ * Numeric addresses are parsed in the calling task at once; names go
+ * through getaddrinfo on the blocking pool (blocking.c), so the loop never
+ * blocks on DNS.  Connecting is corio_connect, so a dial honours the
+ * task's deadline and cancellation.  bind and listen are plain syscalls:
+ * they never block.
+ */
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "corio-int.h"
+
+#define BACKOFF_MIN_NS	CORIO_MSEC(1)
+#define BACKOFF_MAX_NS	CORIO_SEC(1)
+
+/* getaddrinfo's errors as errno values; corio_dial(3) lists them. */
+static int gai_errno(int err)
+{
+	switch (err) {
+	case 0:
+		return 0;
+	case EAI_NONAME:
+#ifdef EAI_NODATA
+	case EAI_NODATA:
+#endif
+#ifdef EAI_ADDRFAMILY
+	case EAI_ADDRFAMILY:
+#endif
+		return -ENXIO;
+	case EAI_AGAIN:
+		return -EAGAIN;
+	case EAI_MEMORY:
+		return -ENOMEM;
+	case EAI_SYSTEM:
+		return errno ? -errno : -EIO;
+	default:
+		return -EINVAL;
+	}
+}
+
+struct resolve {
+	const char *host;
+	char port[8];
+	int passive;
+	struct addrinfo *res;
+};
+
+static int resolve_fn(void *arg)
+{
+	struct resolve *r = arg;
+	struct addrinfo hints;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = r->passive ? AI_PASSIVE : AI_ADDRCONFIG;
+	return gai_errno(getaddrinfo(r->host, r->port, &hints, &r->res));
+}
+
+/*
+ * Resolves host:port: numeric hosts at once in the caller, names on the
+ * blocking pool (which needs a task).
+ */
+static int resolve(const char *host, int port, int passive,
+		   struct addrinfo **res)
+{
+	struct resolve r = { .host = host, .passive = passive };
+	struct addrinfo hints;
+	int ret;
+
+	if (port < 0 || port > 65535)
+		return -EINVAL;
+	snprintf(r.port, sizeof(r.port), "%d", port);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV |
+			 (passive ? AI_PASSIVE : 0);
+	ret = getaddrinfo(host, r.port, &hints, res);
+	if (ret != EAI_NONAME)
+		return gai_errno(ret);
+	ret = corio_run_blocking(resolve_fn, &r);
+	if (ret < 0) {
+		if (r.res)
+			freeaddrinfo(r.res);
+		return ret;
+	}
+	*res = r.res;
+	return 0;
+}
+
+static int listen_on(const struct sockaddr *sa, socklen_t len, int backlog,
+		     int flags)
+{
+	int fd, one = 1, v6only = !!(flags & CORIO_V6ONLY);
+	int ret;
+
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (sa->sa_family != AF_UNIX &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+		goto err;
+	if ((flags & CORIO_REUSEPORT) &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+		goto err;
+	if (sa->sa_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only,
+		       sizeof(v6only)) < 0)
+		goto err;
+	if (bind(fd, sa, len) < 0 || listen(fd, backlog) < 0)
+		goto err;
+	return fd;
+err:
+	ret = -errno;
+	close(fd);
+	return ret;
+}
+
+int corio_listen(const char *host, int port, int backlog, int flags)
+{
+	struct addrinfo *res, *ai;
+	int ret;
+
+	if (flags & ~(CORIO_REUSEPORT | CORIO_V6ONLY))
+		return -EINVAL;
+	if (!host) {
+		/* Every address: IPv6 and IPv4 on one socket where possible. */
+		struct sockaddr_in6 in6 = { .sin6_family = AF_INET6,
+					    .sin6_port = htons(port) };
+		struct sockaddr_in in = { .sin_family = AF_INET,
+					  .sin_port = htons(port) };
+
+		if (port < 0 || port > 65535)
+			return -EINVAL;
+		ret = listen_on((struct sockaddr *)&in6, sizeof(in6), backlog,
+				flags);
+		if (ret == -EAFNOSUPPORT)
+			ret = listen_on((struct sockaddr *)&in, sizeof(in),
+					backlog, flags);
+		return ret;
+	}
+	ret = resolve(host, port, 1, &res);
+	if (ret < 0)
+		return ret;
+	ret = -EADDRNOTAVAIL;
+	for (ai = res; ai; ai = ai->ai_next) {
+		ret = listen_on(ai->ai_addr, ai->ai_addrlen, backlog, flags);
+		if (ret >= 0)
+			break;
+	}
+	freeaddrinfo(res);
+	return ret;
+}
+
+/* One connected socket to sa, or -errno; the fd is closed on failure. */
+static int dial_one(const struct sockaddr *sa, socklen_t len)
+{
+	int fd, ret;
+
+	fd = corio_socket(sa->sa_family, SOCK_STREAM, 0, 0);
+	if (fd < 0)
+		return fd;
+	ret = corio_connect(fd, sa, len);
+	if (ret < 0) {
+		close(fd);
+		return ret;
+	}
+	if (sa->sa_family != AF_UNIX) {
+		int one = 1;
+
+		/* Request-response traffic: no Nagle delay. */
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	return fd;
+}
+
+int corio_dial(const char *host, int port)
+{
+	struct addrinfo *res, *ai;
+	int ret;
+
+	if (!host)
+		return -EINVAL;
+	if (!corio__current())
+		return -EPERM;
+	ret = resolve(host, port, 0, &res);
+	if (ret < 0)
+		return ret;
+	ret = -ENXIO;
+	for (ai = res; ai; ai = ai->ai_next) {
+		ret = dial_one(ai->ai_addr, ai->ai_addrlen);
+		/* Try the next address unless the task must stop. */
+		if (ret >= 0 || ret == -ECANCELED || ret == -ETIMEDOUT)
+			break;
+	}
+	freeaddrinfo(res);
+	return ret;
+}
+
+/* A sockaddr_un for path; a leading '@' names an abstract socket. */
+static int unix_addr(const char *path, struct sockaddr_un *sun,
+		     socklen_t *len)
+{
+	size_t n;
+
+	if (!path)
+		return -EINVAL;
+	n = strlen(path);
+	if (n == 0 || n >= sizeof(sun->sun_path))
+		return -ENAMETOOLONG;
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	memcpy(sun->sun_path, path, n);
+	if (path[0] == '@')
+		sun->sun_path[0] = '\0';
+	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n +
+			   (path[0] == '@' ? 0 : 1));
+	return 0;
+}
+
+int corio_listen_unix(const char *path, int backlog, int flags)
+{
+	struct sockaddr_un sun;
+	socklen_t len;
+	int ret;
+
+	if (flags & ~CORIO_UNLINK)
+		return -EINVAL;
+	ret = unix_addr(path, &sun, &len);
+	if (ret < 0)
+		return ret;
+	if ((flags & CORIO_UNLINK) && path[0] != '@')
+		unlink(path);
+	return listen_on((struct sockaddr *)&sun, len, backlog, 0);
+}
+
+int corio_dial_unix(const char *path)
+{
+	struct sockaddr_un sun;
+	socklen_t len;
+	int ret;
+
+	if (!corio__current())
+		return -EPERM;
+	ret = unix_addr(path, &sun, &len);
+	if (ret < 0)
+		return ret;
+	return dial_one((struct sockaddr *)&sun, len);
+}
+
+/*
+ * Out of fds or memory: the connection stays in the backlog while the
+ * server backs off (1 ms doubling to 1 s) and keeps serving the ones it
+ * has; it neither dies nor spins.
+ */
+int corio_accept_retry(int fd, struct sockaddr *addr, socklen_t *addrlen,
+		       int flags)
+{
+	uint64_t backoff = BACKOFF_MIN_NS;
+	socklen_t len = addrlen ? *addrlen : 0;
+
+	for (;;) {
+		int ret;
+
+		if (addrlen)
+			*addrlen = len;
+		ret = corio_accept(fd, addr, addrlen, flags);
+		switch (ret) {
+		case -EMFILE:
+		case -ENFILE:
+		case -ENOBUFS:
+		case -ENOMEM:
+			ret = corio_sleep(backoff);
+			if (ret < 0)
+				return ret;
+			if (backoff < BACKOFF_MAX_NS)
+				backoff *= 2;
+			continue;
+		case -ECONNABORTED:
+		case -EPROTO:
+		case -EPERM:
+			/* The peer gave up before we took it: next one. */
+			continue;
+		default:
+			return ret;
+		}
+	}
+}
+
+int corio_signal_wait(const sigset_t *set)
+{
+	struct signalfd_siginfo si;
+	int fd, ret;
+
+	if (!set)
+		return -EINVAL;
+	if (!corio__current())
+		return -EPERM;
+	/*
+	 * Blocked for good in this thread: a signal that arrives between two
+	 * waits stays pending instead of taking its default action.
+	 */
+	ret = -pthread_sigmask(SIG_BLOCK, set, NULL);
+	if (ret < 0)
+		return ret;
+	fd = signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	ret = (int)corio_read(fd, &si, sizeof(si), 0);
+	close(fd);
+	if (ret < 0)
+		return ret;
+	if (ret != (int)sizeof(si))
+		return -EIO;
+	return (int)si.ssi_signo;
+}

@@ -1,0 +1,332 @@
+/*
+ * stack.c - task stacks: pools carved from slabs, guard pages, overflow.
+ *
+ * Each loop keeps one pool per stack size in use.  A pool carves stacks
+ * from large MAP_NORESERVE slabs (one mapping holds many stacks, so a
+ * million stacks stay far below vm.max_map_count) and reuses freed stacks
+ * last in, first out, while they are warm.  Layout of one stack:
+ *
+ *	[guard page][usable stack ........ struct corio_task]
+ *	            ^base                  ^top: the task struct lives here
+ *
+ * The guard page is installed with MADV_GUARD_INSTALL (Linux 6.13+), which
+ * does not split the mapping.  Without it, mprotect guards are used for the
+ * first MPROTECT_GUARDS_MAX stacks (each one splits the mapping in two
+ * more); beyond that a stack gets a canary at its base instead, checked
+ * each time its task switches out: an overflow is then detected late, after
+ * it may have written below the stack, which corio(7) documents.
+ *
+ * Memory stays bounded: free stacks beyond KEEP_WARM per pool are given
+ * back to the kernel with MADV_DONTNEED, so RSS falls after a burst.
+ *
+ * A SIGSEGV handler on an alternate signal stack recognises a fault in the
+ * running task's guard page and reports the overflow before aborting.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "corio-int.h"
+
+#if CORIO_HAVE_VALGRIND
+#include <valgrind/valgrind.h>
+#endif
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL	102
+#endif
+
+#define SLAB_MIN_STACKS		16
+#define SLAB_MAX_BYTES		(256ul << 20)
+#define KEEP_WARM		256
+#define MPROTECT_GUARDS_MAX	16384
+#define CANARY			0xc0210c0210c0210cull
+#define ALTSTACK_SIZE		(64 * 1024)
+
+struct slab {
+	struct slab *next;
+	char *addr;
+	size_t len;
+};
+
+struct corio_stack_pool {
+	struct corio_stack_pool *next;
+	size_t size;		/* usable bytes of each stack */
+	size_t stride;		/* size plus the guard page */
+	uintptr_t *free;	/* LIFO of free stacks: base | canary bit */
+	size_t nr_free, cap_free;
+	char *carve, *carve_end;	/* unused part of the newest slab */
+	size_t slab_stacks;	/* stacks in the next slab */
+	struct slab *slabs;
+};
+
+enum guard_kind { GUARD_UNPROBED, GUARD_MADVISE, GUARD_MPROTECT };
+
+static size_t page_size;
+static enum guard_kind guard_kind;
+static unsigned long mprotect_guards;	/* guarded by guard_lock */
+static pthread_mutex_t guard_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+
+static void probe(void)
+{
+	char *p;
+
+	page_size = (size_t)sysconf(_SC_PAGESIZE);
+	guard_kind = GUARD_MPROTECT;
+	p = mmap(NULL, 2 * page_size, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return;
+	if (madvise(p, page_size, MADV_GUARD_INSTALL) == 0)
+		guard_kind = GUARD_MADVISE;
+	munmap(p, 2 * page_size);
+}
+
+size_t corio__stack_round(size_t size)
+{
+	pthread_once(&probe_once, probe);
+	return (size + page_size - 1) & ~(page_size - 1);
+}
+
+static struct corio_task *task_at_top(char *base, size_t size)
+{
+	size_t room = (sizeof(struct corio_task) + 63) & ~(size_t)63;
+
+	return (struct corio_task *)(base + size - room);
+}
+
+/* Guards the page below base; false means: use a canary instead. */
+static bool guard(char *base)
+{
+	bool ok = false;
+
+	if (guard_kind == GUARD_MADVISE)
+		return madvise(base - page_size, page_size,
+			       MADV_GUARD_INSTALL) == 0;
+	pthread_mutex_lock(&guard_lock);
+	if (mprotect_guards < MPROTECT_GUARDS_MAX &&
+	    mprotect(base - page_size, page_size, PROT_NONE) == 0) {
+		mprotect_guards++;
+		ok = true;
+	}
+	pthread_mutex_unlock(&guard_lock);
+	return ok;
+}
+
+static CORIO_COLD int slab_new(struct corio_stack_pool *pool)
+{
+	struct slab *slab = malloc(sizeof(*slab));
+	size_t len;
+
+	if (!slab)
+		return -ENOMEM;
+	len = pool->slab_stacks * pool->stride;
+	slab->addr = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (slab->addr == MAP_FAILED) {
+		free(slab);
+		return -ENOMEM;
+	}
+	slab->len = len;
+	slab->next = pool->slabs;
+	pool->slabs = slab;
+	pool->carve = slab->addr;
+	pool->carve_end = slab->addr + len;
+	/* Slabs grow geometrically: few mappings, little waste. */
+	if (pool->slab_stacks * 2 * pool->stride <= SLAB_MAX_BYTES)
+		pool->slab_stacks *= 2;
+	return 0;
+}
+
+static struct corio_stack_pool *pool_find(struct corio_loop *loop,
+					  size_t size)
+{
+	struct corio_stack_pool *pool;
+
+	for (pool = loop->pools; pool; pool = pool->next)
+		if (pool->size == size)
+			return pool;
+	pool = calloc(1, sizeof(*pool));
+	if (!pool)
+		return NULL;
+	pool->size = size;
+	pool->stride = size + page_size;
+	pool->slab_stacks = SLAB_MIN_STACKS;
+	pool->next = loop->pools;
+	loop->pools = pool;
+	return pool;
+}
+
+static CORIO_COLD char *stack_carve(struct corio_stack_pool *pool,
+				    bool *canary)
+{
+	char *base;
+
+	if (pool->carve == pool->carve_end && slab_new(pool) < 0)
+		return NULL;
+	base = pool->carve + page_size;
+	pool->carve += pool->stride;
+	*canary = !guard(base);
+	return base;
+}
+
+struct corio_task *corio__stack_get(struct corio_loop *loop, size_t size)
+{
+	struct corio_stack_pool *pool = pool_find(loop, size);
+	struct corio_task *t;
+	bool canary = false;
+	char *base;
+
+	if (!pool)
+		goto enomem;
+	if (pool->nr_free) {
+		uintptr_t e = pool->free[--pool->nr_free];
+
+		base = (char *)(e & ~(uintptr_t)1);
+		canary = e & 1;
+	} else {
+		base = stack_carve(pool, &canary);
+		if (!base)
+			goto enomem;
+	}
+	t = task_at_top(base, size);
+	memset(t, 0, sizeof(*t));
+	t->stack.base = base;
+	t->stack.size = size;
+	t->stack.pool = pool;
+	t->stack.canary = canary;
+	if (canary)
+		*(uint64_t *)base = CANARY;
+#if CORIO_HAVE_VALGRIND
+	t->stack.vg_id = VALGRIND_STACK_REGISTER(base, base + size);
+#endif
+	return t;
+enomem:
+	errno = ENOMEM;
+	return NULL;
+}
+
+void corio__stack_put(struct corio_task *t)
+{
+	struct corio_stack_pool *pool = t->stack.pool;
+	char *base = t->stack.base;
+	bool canary = t->stack.canary;
+
+#if CORIO_HAVE_VALGRIND
+	VALGRIND_STACK_DEREGISTER(t->stack.vg_id);
+#endif
+	if (pool->nr_free == pool->cap_free) {
+		size_t cap = pool->cap_free ? pool->cap_free * 2 : 64;
+		uintptr_t *free_ = realloc(pool->free, cap * sizeof(*free_));
+
+		if (!free_)
+			return;	/* the stack stays mapped, unused, until exit */
+		pool->free = free_;
+		pool->cap_free = cap;
+	}
+	/* Beyond the warm ones, give the pages back (guards stay). */
+	if (pool->nr_free >= KEEP_WARM)
+		madvise(base, pool->size, MADV_DONTNEED);
+	pool->free[pool->nr_free++] = (uintptr_t)base | canary;
+}
+
+void corio__stack_pools_free(struct corio_loop *loop)
+{
+	struct corio_stack_pool *pool, *next_pool;
+	struct slab *slab, *next_slab;
+
+	for (pool = loop->pools; pool; pool = next_pool) {
+		next_pool = pool->next;
+		for (slab = pool->slabs; slab; slab = next_slab) {
+			next_slab = slab->next;
+			munmap(slab->addr, slab->len);
+			free(slab);
+		}
+		free(pool->free);
+		free(pool);
+	}
+	loop->pools = NULL;
+}
+
+static CORIO_COLD _Noreturn void overflowed(const struct corio_task *t)
+{
+	char name[128], line[256];
+	int n;
+
+	n = snprintf(line, sizeof(line),
+		     "corio: %s overflowed its %zu KiB stack\n",
+		     corio__task_name(t, name, sizeof(name)),
+		     t->stack.size / 1024);
+	if (write(STDERR_FILENO, line, (size_t)n) < 0)
+		abort();
+	abort();
+}
+
+void corio__stack_check(const struct corio_task *t)
+{
+	if (*(const uint64_t *)t->stack.base != CANARY)
+		overflowed(t);
+}
+
+static struct sigaction old_segv;
+static bool segv_installed;
+
+static void segv_handler(int sig, siginfo_t *si, void *uc)
+{
+	struct corio_task *t = corio__current();
+	char *addr = si->si_addr;
+
+	(void)uc;
+	if (t && addr < t->stack.base && addr >= t->stack.base - page_size)
+		overflowed(t);
+	/* Not ours: the previous disposition handles the refault. */
+	sigaction(sig, &old_segv, NULL);
+}
+
+/* The thread's alternate signal stack if corio made it, to free at exit. */
+static __thread void *altstack;
+
+int corio__stack_overflow_init(void)
+{
+	struct sigaction sa;
+	stack_t ss;
+
+	pthread_once(&probe_once, probe);
+	if (CORIO_ASAN)
+		return 0;	/* ASan reports stack overflows itself */
+	if (sigaltstack(NULL, &ss) == 0 && (ss.ss_flags & SS_DISABLE)) {
+		ss.ss_sp = malloc(ALTSTACK_SIZE);
+		ss.ss_size = ALTSTACK_SIZE;
+		ss.ss_flags = 0;
+		if (ss.ss_sp && sigaltstack(&ss, NULL) == 0)
+			altstack = ss.ss_sp;
+		else
+			free(ss.ss_sp);
+	}
+	pthread_mutex_lock(&guard_lock);
+	if (!segv_installed && sigaction(SIGSEGV, NULL, &sa) == 0 &&
+	    sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO)) {
+		old_segv = sa;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_sigaction = segv_handler;
+		sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+		sigemptyset(&sa.sa_mask);
+		segv_installed = sigaction(SIGSEGV, &sa, NULL) == 0;
+	}
+	pthread_mutex_unlock(&guard_lock);
+	return 0;
+}
+
+void corio__stack_overflow_fini(void)
+{
+	stack_t ss = { .ss_flags = SS_DISABLE };
+
+	if (!altstack)
+		return;
+	sigaltstack(&ss, NULL);
+	free(altstack);
+	altstack = NULL;
+}
