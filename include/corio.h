@@ -157,9 +157,14 @@ CORIO_API int corio_accept_retry(int fd, struct sockaddr *addr,
 CORIO_API int corio_run_blocking(corio_fn fn, void *arg);
 
 /*
- * Signals as awaits.  corio_signal_wait(3).
+ * Signals as awaits.  corio_signal_wait(3).  sigset_t is POSIX, not ISO C:
+ * a strict C11 program without a feature macro has no use for it.
  */
+#if !defined(__STRICT_ANSI__) || defined(_POSIX_C_SOURCE) || \
+	defined(_XOPEN_SOURCE) || defined(_GNU_SOURCE) || \
+	defined(_DEFAULT_SOURCE)
 CORIO_API int corio_signal_wait(const sigset_t *set);
+#endif
 
 #ifdef __cplusplus
 }

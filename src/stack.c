@@ -17,7 +17,11 @@
  * it may have written below the stack, which corio(7) documents.
  *
  * Memory stays bounded: free stacks beyond KEEP_WARM per pool are given
- * back to the kernel with MADV_DONTNEED, so RSS falls after a burst.
+ * back to the kernel with MADV_DONTNEED, so RSS falls after a burst.  They
+ * are released RELEASE_BATCH at a time, sorted and coalesced: stacks freed
+ * together are usually neighbours, and one madvise over a run of them
+ * costs about what one costs for a single stack (guard pages in a run
+ * survive MADV_DONTNEED).
  *
  * A SIGSEGV handler on an alternate signal stack recognises a fault in the
  * running task's guard page and reports the overflow before aborting.
@@ -41,6 +45,7 @@
 #define SLAB_MIN_STACKS		16
 #define SLAB_MAX_BYTES		(256ul << 20)
 #define KEEP_WARM		256
+#define RELEASE_BATCH		1024
 #define MPROTECT_GUARDS_MAX	16384
 #define CANARY			0xc0210c0210c0210cull
 #define ALTSTACK_SIZE		(64 * 1024)
@@ -57,6 +62,8 @@ struct corio_stack_pool {
 	size_t stride;		/* size plus the guard page */
 	uintptr_t *free;	/* LIFO of free stacks: base | canary bit */
 	size_t nr_free, cap_free;
+	size_t nr_released;	/* free[0..nr_released) were given back */
+	uintptr_t *scratch;	/* RELEASE_BATCH entries, for sorting */
 	char *carve, *carve_end;	/* unused part of the newest slab */
 	size_t slab_stacks;	/* stacks in the next slab */
 	struct slab *slabs;
@@ -187,6 +194,8 @@ struct corio_task *corio__stack_get(struct corio_loop *loop, size_t size)
 
 		base = (char *)(e & ~(uintptr_t)1);
 		canary = e & 1;
+		if (pool->nr_released > pool->nr_free)
+			pool->nr_released = pool->nr_free;
 	} else {
 		base = stack_carve(pool, &canary);
 		if (!base)
@@ -209,6 +218,42 @@ enomem:
 	return NULL;
 }
 
+static int cmp_entry(const void *a, const void *b)
+{
+	uintptr_t x = *(const uintptr_t *)a, y = *(const uintptr_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Gives back the pages of the RELEASE_BATCH coldest free stacks that still
+ * hold them (the bottom of the LIFO), one madvise per run of neighbours.
+ */
+static CORIO_COLD void release(struct corio_stack_pool *pool)
+{
+	uintptr_t *e = pool->scratch;
+	size_t i, n = RELEASE_BATCH;
+
+	if (!e) {
+		e = pool->scratch = malloc(RELEASE_BATCH * sizeof(*e));
+		if (!e)
+			return;
+	}
+	for (i = 0; i < n; i++)
+		e[i] = pool->free[pool->nr_released + i] & ~(uintptr_t)1;
+	pool->nr_released += n;
+	qsort(e, n, sizeof(*e), cmp_entry);
+	for (i = 0; i < n;) {
+		size_t j = i + 1;
+
+		while (j < n && e[j] == e[j - 1] + pool->stride)
+			j++;
+		madvise((char *)e[i], (j - i - 1) * pool->stride + pool->size,
+			MADV_DONTNEED);
+		i = j;
+	}
+}
+
 void corio__stack_put(struct corio_task *t)
 {
 	struct corio_stack_pool *pool = t->stack.pool;
@@ -227,10 +272,10 @@ void corio__stack_put(struct corio_task *t)
 		pool->free = free_;
 		pool->cap_free = cap;
 	}
-	/* Beyond the warm ones, give the pages back (guards stay). */
-	if (pool->nr_free >= KEEP_WARM)
-		madvise(base, pool->size, MADV_DONTNEED);
 	pool->free[pool->nr_free++] = (uintptr_t)base | canary;
+	if (corio_unlikely(pool->nr_free - pool->nr_released >=
+			   KEEP_WARM + RELEASE_BATCH))
+		release(pool);
 }
 
 void corio__stack_pools_free(struct corio_loop *loop)
@@ -246,6 +291,7 @@ void corio__stack_pools_free(struct corio_loop *loop)
 			free(slab);
 		}
 		free(pool->free);
+		free(pool->scratch);
 		free(pool);
 	}
 	loop->pools = NULL;
