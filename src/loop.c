@@ -543,10 +543,13 @@ const char *corio__task_name(const struct corio_task *t, char *buf,
 			     size_t len)
 {
 	Dl_info info;
-	const char *sym = "?";
 
+	/* A static function has no dynamic symbol: its address then. */
 	if (dladdr((void *)(uintptr_t)t->fn, &info) && info.dli_sname)
-		sym = info.dli_sname;
-	snprintf(buf, len, "task %llu (%s)", (unsigned long long)t->id, sym);
+		snprintf(buf, len, "task %llu (%s)",
+			 (unsigned long long)t->id, info.dli_sname);
+	else
+		snprintf(buf, len, "task %llu (%p)",
+			 (unsigned long long)t->id, (void *)(uintptr_t)t->fn);
 	return buf;
 }

@@ -24,7 +24,9 @@
  * survive MADV_DONTNEED).
  *
  * A SIGSEGV handler on an alternate signal stack recognises a fault in the
- * running task's guard page and reports the overflow before aborting.
+ * running task's guard page and reports the overflow before aborting; it
+ * is installed once, by the first corio_run, and hands every other fault
+ * to the handler it replaced.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -318,18 +320,24 @@ void corio__stack_check(const struct corio_task *t)
 }
 
 static struct sigaction old_segv;
-static bool segv_installed;
 
 static void segv_handler(int sig, siginfo_t *si, void *uc)
 {
 	struct corio_task *t = corio__current();
 	char *addr = si->si_addr;
 
-	(void)uc;
 	if (t && addr < t->stack.base && addr >= t->stack.base - page_size)
 		overflowed(t);
-	/* Not ours: the previous disposition handles the refault. */
-	sigaction(sig, &old_segv, NULL);
+	/* Not ours: to whoever handled SIGSEGV before corio. */
+	if (old_segv.sa_flags & SA_SIGINFO) {
+		old_segv.sa_sigaction(sig, si, uc);
+	} else if (old_segv.sa_handler != SIG_DFL &&
+		   old_segv.sa_handler != SIG_IGN) {
+		old_segv.sa_handler(sig);
+	} else {
+		/* The default action, when the instruction faults again. */
+		sigaction(sig, &old_segv, NULL);
+	}
 }
 
 /* The thread's alternate signal stack if corio made it, to free at exit. */
@@ -353,14 +361,15 @@ int corio__stack_overflow_init(void)
 			free(ss.ss_sp);
 	}
 	pthread_mutex_lock(&guard_lock);
-	if (!segv_installed && sigaction(SIGSEGV, NULL, &sa) == 0 &&
-	    sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO)) {
+	/* Again if someone replaced it since (a fork child may have). */
+	if (sigaction(SIGSEGV, NULL, &sa) == 0 &&
+	    sa.sa_sigaction != segv_handler) {
 		old_segv = sa;
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_sigaction = segv_handler;
 		sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
 		sigemptyset(&sa.sa_mask);
-		segv_installed = sigaction(SIGSEGV, &sa, NULL) == 0;
+		sigaction(SIGSEGV, &sa, NULL);
 	}
 	pthread_mutex_unlock(&guard_lock);
 	return 0;
