@@ -39,6 +39,9 @@
 #if CORIO_HAVE_VALGRIND
 #include <valgrind/valgrind.h>
 #endif
+#if CORIO_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL	102
@@ -203,6 +206,12 @@ struct corio_task *corio__stack_get(struct corio_loop *loop, size_t size)
 		if (!base)
 			goto enomem;
 	}
+#if CORIO_ASAN
+	/* A task's frames end with a jump, never a return: their redzones
+	 * stay poisoned, in a reused stack or a slab mapped where an old
+	 * one was. */
+	ASAN_UNPOISON_MEMORY_REGION(base, size);
+#endif
 	t = task_at_top(base, size);
 	memset(t, 0, sizeof(*t));
 	t->stack.base = base;
