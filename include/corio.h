@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <signal.h>
 #include <sys/types.h>
@@ -165,6 +166,116 @@ CORIO_API int corio_run_blocking(corio_fn fn, void *arg);
 	defined(_DEFAULT_SOURCE)
 CORIO_API int corio_signal_wait(const sigset_t *set);
 #endif
+
+/*
+ * Synchronisation between the tasks of one loop: FIFO-fair, never
+ * spinning, no syscall.  Every wait is a cancellation point and honours the
+ * task's deadline.  corio_event(3), corio_mutex(3), corio_sem(3),
+ * corio_cond(3), corio_queue(3).
+ */
+typedef struct corio_event corio_event;
+typedef struct corio_mutex corio_mutex;
+typedef struct corio_sem corio_sem;
+typedef struct corio_cond corio_cond;
+typedef struct corio_queue corio_queue;
+
+CORIO_API int corio_event_new(corio_event **out);
+CORIO_API int corio_event_free(corio_event *ev);
+CORIO_API int corio_event_set(corio_event *ev);
+CORIO_API int corio_event_clear(corio_event *ev);
+CORIO_API int corio_event_is_set(const corio_event *ev);
+CORIO_API int corio_event_wait(corio_event *ev);
+
+CORIO_API int corio_mutex_new(corio_mutex **out);
+CORIO_API int corio_mutex_free(corio_mutex *mu);
+CORIO_API int corio_mutex_lock(corio_mutex *mu);
+CORIO_API int corio_mutex_trylock(corio_mutex *mu);
+CORIO_API int corio_mutex_unlock(corio_mutex *mu);
+
+CORIO_API int corio_sem_new(unsigned int value, corio_sem **out);
+CORIO_API int corio_sem_free(corio_sem *sem);
+CORIO_API int corio_sem_acquire(corio_sem *sem);
+CORIO_API int corio_sem_tryacquire(corio_sem *sem);
+CORIO_API int corio_sem_release(corio_sem *sem);
+
+CORIO_API int corio_cond_new(corio_cond **out);
+CORIO_API int corio_cond_free(corio_cond *cond);
+CORIO_API int corio_cond_wait(corio_cond *cond, corio_mutex *mu);
+CORIO_API int corio_cond_signal(corio_cond *cond);
+CORIO_API int corio_cond_broadcast(corio_cond *cond);
+
+CORIO_API int corio_queue_new(size_t capacity, corio_queue **out);
+CORIO_API int corio_queue_free(corio_queue *q);
+CORIO_API int corio_queue_put(corio_queue *q, void *item);
+CORIO_API int corio_queue_tryput(corio_queue *q, void *item);
+CORIO_API int corio_queue_get(corio_queue *q, void **item);
+CORIO_API int corio_queue_tryget(corio_queue *q, void **item);
+CORIO_API int corio_queue_close(corio_queue *q);
+CORIO_API size_t corio_queue_len(const corio_queue *q);
+
+/*
+ * Task groups: asyncio.TaskGroup, gather and wait(FIRST_COMPLETED).
+ * corio_group(3).
+ */
+typedef struct corio_group corio_group;
+
+CORIO_API int corio_group_new(corio_group **out);
+CORIO_API corio_task *corio_group_spawn(corio_group *g, corio_fn fn,
+					void *arg);
+CORIO_API int corio_group_wait(corio_group *g);
+CORIO_API int corio_group_wait_any(corio_group *g, corio_task **done,
+				   int *result);
+CORIO_API int corio_group_cancel(corio_group *g);
+CORIO_API int corio_group_free(corio_group *g);
+
+/*
+ * Buffered streams over an fd: asyncio's StreamReader and StreamWriter.
+ * corio_stream(3).
+ */
+typedef struct corio_stream corio_stream;
+
+#define CORIO_STREAM_BUF_DEFAULT	(64u * 1024u)
+
+CORIO_API int corio_stream_new(int fd, size_t buf_size, corio_stream **out);
+CORIO_API int corio_stream_fd(const corio_stream *s);
+CORIO_API ssize_t corio_stream_read(corio_stream *s, void *buf, size_t len);
+CORIO_API ssize_t corio_stream_readexactly(corio_stream *s, void *buf,
+					   size_t len);
+CORIO_API ssize_t corio_stream_readline(corio_stream *s, void *buf,
+					size_t max);
+CORIO_API ssize_t corio_stream_readuntil(corio_stream *s, const void *delim,
+					 size_t delim_len, void *buf,
+					 size_t max);
+CORIO_API ssize_t corio_stream_write(corio_stream *s, const void *buf,
+				     size_t len);
+CORIO_API int corio_stream_flush(corio_stream *s);
+CORIO_API int corio_stream_close(corio_stream *s);
+CORIO_API void corio_stream_free(corio_stream *s);
+
+/*
+ * Subprocesses: asyncio.create_subprocess_exec.  corio_process(3).
+ */
+typedef struct corio_process corio_process;
+
+#define CORIO_PROCESS_STDIN	0x1	/* a pipe to the child's stdin */
+#define CORIO_PROCESS_STDOUT	0x2	/* a pipe from its stdout */
+#define CORIO_PROCESS_STDERR	0x4	/* a pipe from its stderr */
+
+CORIO_API int corio_process_spawn(const char *path, char *const argv[],
+				  char *const envp[], int flags,
+				  corio_process **out);
+CORIO_API pid_t corio_process_pid(const corio_process *p);
+CORIO_API int corio_process_stdin(const corio_process *p);
+CORIO_API int corio_process_stdout(const corio_process *p);
+CORIO_API int corio_process_stderr(const corio_process *p);
+CORIO_API int corio_process_wait(corio_process *p);
+CORIO_API int corio_process_kill(corio_process *p, int sig);
+CORIO_API int corio_process_free(corio_process *p);
+
+/*
+ * Introspection: python -m asyncio ps.  corio_dump(3).
+ */
+CORIO_API int corio_dump(FILE *out);
 
 #ifdef __cplusplus
 }

@@ -83,6 +83,7 @@ struct corio_waiter {
 	int fd;			/* the op's fd, for corio_close's -EBADF; or -1 */
 	bool cancel_sent;	/* an ASYNC_CANCEL targets this waiter */
 	bool linked;		/* a LINK_TIMEOUT follows the op */
+	uint8_t opcode;		/* for corio_dump */
 	bool done;		/* the op's CQE arrived */
 	/* Read by the kernel when the SQE is submitted, not when it is
 	 * prepared: must stay valid until then, which the parked task
@@ -128,6 +129,9 @@ struct corio_task {
 	corio_cancel_hook park_hook;	/* set while parked, else NULL */
 	void *park_data;		/* the hook's argument */
 	struct corio_task *joiner;	/* the task parked in corio_join(this) */
+	struct corio_group *group;	/* owner of this handle, or NULL */
+	struct corio_task *gprev, *gnext;	/* the group's list */
+	uint64_t park_ns;		/* when it parked (the turn's clock) */
 	uint64_t deadline_ns;		/* 0: none */
 	uint64_t id;
 	struct corio_stack stack;	/* the task struct sits at its top */
@@ -160,6 +164,8 @@ struct corio_loop {
 	struct corio_handler *arms;	/* handlers waiting for an SQE */
 	size_t stack_size;		/* default for spawns */
 	uint64_t next_id;
+	uint64_t now_ns;		/* CLOCK_MONOTONIC at the turn's start */
+	uint64_t debug_slow_ns;		/* CORIO_DEBUG: warn past this, or 0 */
 	const void *sched_stack_bottom;	/* for ASan's fiber switches */
 	size_t sched_stack_size;
 	void *sched_fake_stack;
@@ -190,6 +196,7 @@ void corio__task_park(struct corio_task *t, corio_cancel_hook hook,
 		      void *data);
 void corio__task_run(struct corio_loop *loop, struct corio_task *t);
 void corio__task_free(struct corio_task *t);
+void corio__task_join_cancel(struct corio_task *self);
 const char *corio__task_name(const struct corio_task *t, char *buf,
 			     size_t len);
 
@@ -198,6 +205,15 @@ static inline bool corio__task_stopped(const struct corio_task *t)
 {
 	return t->cancelled && !t->shield;
 }
+
+/* sync.c */
+void corio__group_done(struct corio_task *t);
+void corio__sync_cancel(struct corio_task *t);
+
+/* dump.c */
+void corio__dump_slow(struct corio_loop *loop, struct corio_task *t,
+		      uint64_t started_ns);
+uint64_t corio__dump_slow_ns(void);
 
 /* stack.c */
 struct corio_task *corio__stack_get(struct corio_loop *loop, size_t size);
@@ -214,6 +230,7 @@ size_t corio__stack_round(size_t size);
 int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
 		     struct io_uring_sqe *sqe, unsigned int flags);
 int corio__op_check(struct corio_task *t, bool cancellable);
+void corio__op_cancel(struct corio_task *t);
 int corio__op_res_closed(struct corio_loop *loop, struct corio_waiter *w);
 
 /* blocking.c */

@@ -40,7 +40,7 @@
 static __thread struct io_uring_sqe scratch_sqe;
 
 /* corio_cancel's hook for a task parked on an op. */
-static void op_cancel(struct corio_task *t)
+void corio__op_cancel(struct corio_task *t)
 {
 	struct corio_waiter *w = t->park_data;
 	struct io_uring_sqe *sqe;
@@ -102,6 +102,7 @@ int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
 	struct corio_loop *loop = t->loop;
 
 	w->task = t;
+	w->opcode = sqe->opcode;
 	w->fd = sqe->flags & IOSQE_FIXED_FILE ? -1 : sqe->fd;
 	w->cancel_sent = false;
 	w->done = false;
@@ -120,7 +121,8 @@ int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
 		w->linked = true;
 	}
 	loop->stats.ops_in_flight++;
-	corio__task_park(t, (flags & CORIO_OP_NOCANCEL) ? NULL : op_cancel, w);
+	corio__task_park(t, (flags & CORIO_OP_NOCANCEL) ? NULL : corio__op_cancel,
+			  w);
 	return w->res;
 }
 

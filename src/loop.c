@@ -361,6 +361,8 @@ static void run(struct corio_loop *loop)
 		struct corio_task *t = loop->ready_head;
 
 		loop->stats.turns++;
+		/* Once per turn: what corio_dump measures waits against. */
+		loop->now_ns = corio__time_now();
 		/* Tasks woken or spawned from here on run next turn. */
 		loop->ready_head = loop->ready_tail = NULL;
 		while (t) {
@@ -504,6 +506,7 @@ int corio_run(corio_fn fn, void *arg)
 		return -ENOMEM;
 	loop->all.next = loop->all.prev = &loop->all;
 	loop->stack_size = corio__stack_default();
+	loop->debug_slow_ns = corio__dump_slow_ns();
 	ret = ring_setup(loop);
 	if (ret < 0) {
 		free(loop);

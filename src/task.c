@@ -66,6 +66,7 @@ void corio__task_park(struct corio_task *t, corio_cancel_hook hook,
 	t->state = CORIO_T_PARKED;
 	t->park_hook = hook;
 	t->park_data = data;
+	t->park_ns = t->loop->now_ns;
 	switch_out(t);
 	t->park_hook = NULL;
 	t->park_data = NULL;
@@ -84,6 +85,8 @@ static _Noreturn void trampoline(transfer_t from)
 	t->result = t->fn(t->arg);
 	t->state = CORIO_T_DONE;
 	loop->stats.tasks_live--;
+	if (t->group)
+		corio__group_done(t);
 	if (t->joiner)
 		corio__task_wake(t->joiner);
 #if CORIO_ASAN
@@ -97,6 +100,7 @@ static _Noreturn void trampoline(transfer_t from)
 
 void corio__task_run(struct corio_loop *loop, struct corio_task *t)
 {
+	uint64_t started = 0;
 	transfer_t back;
 
 	loop->current = t;
@@ -106,6 +110,8 @@ void corio__task_run(struct corio_loop *loop, struct corio_task *t)
 		t->ctx = make_fcontext((char *)t, (char *)t - t->stack.base,
 				       trampoline);
 	}
+	if (corio_unlikely(loop->debug_slow_ns))
+		started = corio__time_now();
 #if CORIO_ASAN
 	__sanitizer_start_switch_fiber(&loop->sched_fake_stack, t->stack.base,
 				       t->stack.size);
@@ -114,6 +120,8 @@ void corio__task_run(struct corio_loop *loop, struct corio_task *t)
 #if CORIO_ASAN
 	__sanitizer_finish_switch_fiber(loop->sched_fake_stack, NULL, NULL);
 #endif
+	if (corio_unlikely(loop->debug_slow_ns))
+		corio__dump_slow(loop, t, started);
 	loop->current = NULL;
 	if (corio_unlikely(t->stack.canary))
 		corio__stack_check(t);
@@ -180,7 +188,7 @@ corio_task *corio_spawn(corio_fn fn, void *arg)
 }
 
 /* The joiner was cancelled: so is the task it joins (as in asyncio). */
-static void join_cancel(struct corio_task *self)
+void corio__task_join_cancel(struct corio_task *self)
 {
 	corio_cancel(self->park_data);
 }
@@ -196,14 +204,14 @@ int corio_join(corio_task *t)
 		return -EPERM;
 	if (t == self)
 		return -EDEADLK;
-	if (t->loop != self->loop || t->detached || t->joiner ||
+	if (t->loop != self->loop || t->detached || t->joiner || t->group ||
 	    t == self->loop->main)
 		return -EINVAL;
 	if (t->state != CORIO_T_DONE) {
 		t->joiner = self;
 		if (corio__task_stopped(self))
 			corio_cancel(t);
-		corio__task_park(self, join_cancel, t);
+		corio__task_park(self, corio__task_join_cancel, t);
 	}
 	ret = t->result;
 	corio__task_free(t);
@@ -215,7 +223,7 @@ void corio_detach(corio_task *t)
 	struct corio_loop *loop = corio__loop;
 
 	if (!t || !loop || t->loop != loop || t->detached || t->joiner ||
-	    t == loop->main)
+	    t->group || t == loop->main)
 		return;
 	if (t->state == CORIO_T_DONE)
 		corio__task_free(t);
