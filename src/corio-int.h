@@ -236,7 +236,14 @@ int corio__op_res_closed(struct corio_loop *loop, struct corio_waiter *w);
 /* blocking.c */
 void corio__blocking_fini(struct corio_loop *loop);
 
+/* process.c: whether waits use IORING_OP_WAITID (for the tests) */
+int corio__process_has_waitid(void);
+
 /* time.c */
 uint64_t corio__time_now(void);
+
+/* stream.c: the delimiter search, pure, fuzzed by tests/fuzz/ */
+size_t corio__stream_scan(const void *buf, size_t len, const void *delim,
+			  size_t delim_len, size_t from);
 
 #endif
