@@ -171,9 +171,14 @@ struct io_uring_sqe *corio_sqe(void)
 {
 	struct corio_task *t = corio__current();
 
+	struct io_uring_sqe *sqe;
+
 	if (corio_unlikely(!t))
 		return &scratch_sqe;
-	return corio__loop_sqe(t->loop);
+	sqe = corio__loop_sqe(t->loop);
+	/* Never awaited, it still completes into an ignored CQE. */
+	sqe->user_data = CORIO_UD_INTERNAL;
+	return sqe;
 }
 
 /*

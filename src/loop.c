@@ -80,9 +80,10 @@ ssize_t corio_stack_size(size_t bytes)
 		return old;
 	if (bytes < CORIO_STACK_MIN || bytes > CORIO_STACK_MAX)
 		return -EINVAL;
-	stack_default = corio__stack_round(bytes);
 	if (loop)
-		loop->stack_size = stack_default;
+		loop->stack_size = corio__stack_round(bytes);
+	else
+		stack_default = corio__stack_round(bytes);
 	return old;
 }
 

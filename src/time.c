@@ -40,7 +40,8 @@ int corio_sleep(uint64_t ns)
 	if (t->deadline_ns) {
 		uint64_t now = corio__time_now();
 
-		if (ns >= t->deadline_ns - now) {
+		/* It may have passed since corio__op_check read the clock. */
+		if (now >= t->deadline_ns || ns >= t->deadline_ns - now) {
 			capped = true;
 			ns = t->deadline_ns;
 			flags = IORING_TIMEOUT_ABS;
