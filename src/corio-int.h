@@ -208,6 +208,8 @@ static inline bool corio__task_stopped(const struct corio_task *t)
 
 /* sync.c */
 void corio__group_done(struct corio_task *t);
+void corio__group_forget(struct corio_task *t);
+void corio__group_wait_cancel(struct corio_task *self);
 void corio__sync_cancel(struct corio_task *t);
 
 /* dump.c */

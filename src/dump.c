@@ -22,7 +22,7 @@ uint64_t corio__dump_slow_ns(void)
 
 	if (!on || !*on || !strcmp(on, "0"))
 		return 0;
-	if (ms && *ms) {
+	if (ms && *ms && *ms != '-') {
 		char *end;
 		unsigned long x = strtoul(ms, &end, 10);
 
@@ -105,6 +105,8 @@ static void waits_on(const struct corio_task *t, char *buf, size_t len)
 			 ((const struct corio_task *)t->park_data)->id);
 	} else if (t->park_hook == corio__sync_cancel) {
 		snprintf(buf, len, "sync wait");
+	} else if (t->park_hook == corio__group_wait_cancel) {
+		snprintf(buf, len, "group wait");
 	} else {
 		snprintf(buf, len, "uncancellable wait");
 	}

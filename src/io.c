@@ -103,7 +103,9 @@ int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
 
 	w->task = t;
 	w->opcode = sqe->opcode;
-	w->fd = sqe->flags & IOSQE_FIXED_FILE ? -1 : sqe->fd;
+	/* The fd corio_close may cancel it by (a socket op's is a domain). */
+	w->fd = sqe->flags & IOSQE_FIXED_FILE || sqe->opcode == IORING_OP_SOCKET
+		? -1 : sqe->fd;
 	w->cancel_sent = false;
 	w->done = false;
 	w->linked = false;

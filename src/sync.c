@@ -218,7 +218,8 @@ int corio_event_wait(corio_event *ev)
 
 struct corio_mutex {
 	struct waitq q;
-	struct corio_task *owner;
+	uint64_t owner;		/* the holder's task id, 0 when free: ids
+				 * are never reused, task structs are */
 };
 
 int corio_mutex_new(corio_mutex **out)
@@ -242,10 +243,10 @@ int corio_mutex_free(corio_mutex *mu)
 static void mutex_release(corio_mutex *mu)
 {
 	if (mu->q.head) {
-		mu->owner = mu->q.head->task;
+		mu->owner = mu->q.head->task->id;
 		wake(mu->q.head, 0);
 	} else {
-		mu->owner = NULL;
+		mu->owner = 0;
 	}
 }
 
@@ -257,11 +258,11 @@ int corio_mutex_trylock(corio_mutex *mu)
 		return -EINVAL;
 	if (!t)
 		return -EPERM;
-	if (mu->owner == t)
+	if (mu->owner == t->id)
 		return -EDEADLK;
 	if (mu->owner || mu->q.head)
 		return -EBUSY;
-	mu->owner = t;
+	mu->owner = t->id;
 	return 0;
 }
 
@@ -291,7 +292,7 @@ int corio_mutex_unlock(corio_mutex *mu)
 
 	if (!mu)
 		return -EINVAL;
-	if (!t || mu->owner != t)
+	if (!t || mu->owner != t->id)
 		return -EPERM;
 	mutex_release(mu);
 	return 0;
@@ -399,7 +400,7 @@ int corio_cond_wait(corio_cond *cond, corio_mutex *mu)
 
 	if (!cond || !mu)
 		return -EINVAL;
-	if (!t || mu->owner != t)
+	if (!t || mu->owner != t->id)
 		return -EPERM;
 	mutex_release(mu);
 	ret = wait_on(&cond->q, &w);
@@ -575,6 +576,7 @@ struct corio_group {
 	size_t nr_live;
 	int first_error;
 	bool failed;
+	bool cancelled;			/* corio_group_cancel was called */
 	struct corio_task *waiter;	/* parked in corio_group_wait */
 	struct waitq any;		/* parked in corio_group_wait_any */
 };
@@ -626,24 +628,46 @@ void corio__group_done(struct corio_task *t)
 
 	glist_remove(&g->live, t);
 	g->nr_live--;
-	t->gnext = NULL;
-	t->gprev = g->done_tail;
-	if (g->done_tail)
-		g->done_tail->gnext = t;
-	else
-		g->done = t;
-	g->done_tail = t;
-	if (t->result < 0 && !g->failed) {
+	/* As in asyncio's TaskGroup, a member's cancellation is no failure. */
+	if (t->result < 0 && t->result != -ECANCELED && !g->failed) {
 		g->failed = true;
 		g->first_error = t->result;
 		corio_group_cancel(g);
 	}
-	if (g->any.head)
+	if (g->any.head) {
+		/* Straight to the first waiter: nobody can take it first. */
+		t->group = NULL;
+		g->any.head->item = t;
 		wake(g->any.head, 0);
+	} else {
+		t->gnext = NULL;
+		t->gprev = g->done_tail;
+		if (g->done_tail)
+			g->done_tail->gnext = t;
+		else
+			g->done = t;
+		g->done_tail = t;
+	}
 	if (g->waiter && !g->nr_live) {
 		corio__task_wake(g->waiter);
 		g->waiter = NULL;
 	}
+}
+
+/* The loop is freeing t (corio_run's end): its group must forget it. */
+void corio__group_forget(struct corio_task *t)
+{
+	struct corio_group *g = t->group;
+
+	if (t->state == CORIO_T_DONE) {
+		glist_remove(&g->done, t);
+		if (g->done_tail == t)
+			g->done_tail = t->gprev;
+	} else {
+		glist_remove(&g->live, t);
+		g->nr_live--;
+	}
+	t->group = NULL;
 }
 
 int corio_group_cancel(corio_group *g)
@@ -652,25 +676,27 @@ int corio_group_cancel(corio_group *g)
 
 	if (!g)
 		return -EINVAL;
+	g->cancelled = true;
 	for (t = g->live; t; t = t->gnext)
 		corio_cancel(t);
 	return 0;
 }
 
-/* Frees the done members; returns the first error. */
+/* Frees the done members. */
 static void group_reap(corio_group *g)
 {
 	while (g->done) {
 		struct corio_task *t = g->done;
 
 		g->done = t->gnext;
+		t->group = NULL;
 		corio__task_free(t);
 	}
 	g->done_tail = NULL;
 }
 
 /* The task waiting for the group was cancelled: so is the group. */
-static void group_wait_cancel(struct corio_task *self)
+void corio__group_wait_cancel(struct corio_task *self)
 {
 	corio_group_cancel(self->park_data);
 }
@@ -689,10 +715,12 @@ int corio_group_wait(corio_group *g)
 		if (corio__task_stopped(self))
 			corio_group_cancel(g);
 		g->waiter = self;
-		corio__task_park(self, group_wait_cancel, g);
+		corio__task_park(self, corio__group_wait_cancel, g);
 	}
 	group_reap(g);
-	return g->first_error;
+	if (g->first_error)
+		return g->first_error;
+	return g->cancelled ? -ECANCELED : 0;
 }
 
 int corio_group_wait_any(corio_group *g, corio_task **done, int *result)
@@ -705,20 +733,22 @@ int corio_group_wait_any(corio_group *g, corio_task **done, int *result)
 		return -EINVAL;
 	if (!corio__current())
 		return -EPERM;
-	if (!g->done) {
+	if (g->done) {
+		t = g->done;
+		g->done = t->gnext;
+		if (g->done)
+			g->done->gprev = NULL;
+		else
+			g->done_tail = NULL;
+		t->group = NULL;	/* the caller's to join now */
+	} else {
 		if (!g->nr_live)
 			return -ENOENT;
 		ret = wait_on(&g->any, &w);
 		if (ret < 0)
 			return ret;
+		t = w.item;	/* handed over by corio__group_done */
 	}
-	t = g->done;
-	g->done = t->gnext;
-	if (g->done)
-		g->done->gprev = NULL;
-	else
-		g->done_tail = NULL;
-	t->group = NULL;	/* the caller's to join now */
 	*done = t;
 	if (result)
 		*result = t->result;

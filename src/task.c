@@ -135,6 +135,8 @@ void corio__task_run(struct corio_loop *loop, struct corio_task *t)
 
 void corio__task_free(struct corio_task *t)
 {
+	if (corio_unlikely(t->group))
+		corio__group_forget(t);
 	t->prev->next = t->next;
 	t->next->prev = t->prev;
 	corio__stack_put(t);
