@@ -12,7 +12,12 @@
  * a sweeper task that wakes every 100 ms (corio_sleep).
  *
  * Malformed input gets a RESP error and the connection closed.  Memory is
- * bounded per request: at most MAX_ARGS arguments of MAX_BULK bytes each.
+ * bounded per request: at most MAX_ARGS arguments of MAX_BULK bytes each,
+ * MAX_REQUEST bytes in all.
+ *
+ * Values are reference-counted blobs: a reply of a large value may suspend
+ * halfway (a slow reader), and another connection may meanwhile delete or
+ * replace it; the reply keeps its blob alive until it is written.
  */
 #include <ctype.h>
 #include <limits.h>
@@ -31,17 +36,36 @@
 #define MAX_ARGS	4096
 #define MAX_BULK	(8u * 1024u * 1024u)
 #define MAX_INLINE	(4u * 1024u)
+#define MAX_REQUEST	(64u * 1024u * 1024u)
 #define SWEEP_EVERY	CORIO_MSEC(100)
 #define SWEEP_BUCKETS	1024
+
+struct blob {
+	unsigned int refs;
+	size_t len;
+	char data[];
+};
 
 struct entry {
 	struct entry *next;
 	uint64_t hash;
 	uint64_t expire_ns;	/* 0: never */
-	size_t klen, vlen;
-	char *val;
+	size_t klen;
+	struct blob *val;
 	char key[];
 };
+
+static struct blob *blob_ref(struct blob *b)
+{
+	b->refs++;
+	return b;
+}
+
+static void blob_unref(struct blob *b)
+{
+	if (b && --b->refs == 0)
+		free(b);
+}
 
 static struct {
 	struct entry **buckets;
@@ -69,7 +93,7 @@ static int db_init(void)
 
 static void entry_free(struct entry *e)
 {
-	free(e->val);
+	blob_unref(e->val);
 	free(e);
 }
 
@@ -153,11 +177,13 @@ static int db_set(const char *key, size_t klen, const char *val,
 {
 	uint64_t h = hash(key, klen);
 	struct entry **pp = db_slot(key, klen, h), *e = *pp;
-	char *v = malloc(vlen ? vlen : 1);
+	struct blob *v = malloc(sizeof(*v) + vlen);
 
 	if (!v)
 		return -ENOMEM;
-	memcpy(v, val, vlen);
+	v->refs = 1;
+	v->len = vlen;
+	memcpy(v->data, val, vlen);
 	if (!e) {
 		e = malloc(sizeof(*e) + klen);
 		if (!e) {
@@ -173,9 +199,8 @@ static int db_set(const char *key, size_t klen, const char *val,
 		if (++db.nr > db.nr_buckets)
 			db_grow();
 	}
-	free(e->val);
+	blob_unref(e->val);
 	e->val = v;
-	e->vlen = vlen;
 	e->expire_ns = expire_ns;
 	return 0;
 }
@@ -233,6 +258,7 @@ static void request_clear(struct request *r)
 struct conn {
 	corio_stream *s;
 	struct request req;
+	size_t req_bytes;	/* of the request being read */
 	int err;	/* the first write error */
 	char line[MAX_INLINE];
 };
@@ -276,6 +302,20 @@ static void out_bulk(struct conn *c, const char *p, size_t n)
 	out(c, "\r\n", 2);
 }
 
+/* A stored value: held while the write may suspend. */
+static void out_blob(struct conn *c, struct entry *e)
+{
+	struct blob *b;
+
+	if (!e) {
+		out_str(c, "$-1\r\n");
+		return;
+	}
+	b = blob_ref(e->val);
+	out_bulk(c, b->data, b->len);
+	blob_unref(b);
+}
+
 static void out_array(struct conn *c, long long n)
 {
 	char b[32];
@@ -284,16 +324,30 @@ static void out_array(struct conn *c, long long n)
 	out(c, b, (size_t)h);
 }
 
-/* A decimal integer filling all of s, without overflow. */
+/*
+ * A decimal integer that is exactly the n bytes at s (which need not end
+ * in a NUL), as Redis reads one: an optional '-', no leading zeros, no
+ * '+', no spaces, no overflow.
+ */
 static bool parse_ll(const char *s, size_t n, long long *v)
 {
-	char *end;
+	char tmp[24], *end;
+	size_t digits = n && s[0] == '-' ? n - 1 : n;
+	const char *d = s + (n - digits);
+	size_t i;
 
-	if (!n || n > 20 || isspace((unsigned char)s[0]))
+	if (!digits || n >= sizeof(tmp) || (d[0] == '0' && digits > 1))
 		return false;
+	for (i = 0; i < digits; i++)
+		if (d[i] < '0' || d[i] > '9')
+			return false;
+	if (d[0] == '0' && s[0] == '-')
+		return false;	/* "-0" */
+	memcpy(tmp, s, n);
+	tmp[n] = '\0';
 	errno = 0;
-	*v = strtoll(s, &end, 10);
-	return !errno && end == s + n;
+	*v = strtoll(tmp, &end, 10);
+	return !errno && end == tmp + n;
 }
 
 static void wrong_args(struct conn *c, const char *cmd)
@@ -359,7 +413,7 @@ static void cmd_incr(struct conn *c, struct request *r)
 	char b[32];
 	int n;
 
-	if (e && !parse_ll(e->val, e->vlen, &v)) {
+	if (e && !parse_ll(e->val->data, e->val->len, &v)) {
 		out_str(c, "-ERR value is not an integer or out of range\r\n");
 		return;
 	}
@@ -385,6 +439,9 @@ static bool execute(struct conn *c, struct request *r)
 	long long n;
 	int i;
 
+	if (strlen(cmd) != r->len[0])
+		cmd = "";	/* a NUL inside: no command's name */
+
 	if (!strcasecmp(cmd, "PING")) {
 		if (r->argc == 1)
 			out_str(c, "+PONG\r\n");
@@ -401,8 +458,7 @@ static bool execute(struct conn *c, struct request *r)
 		if (r->argc != 2) {
 			wrong_args(c, "get");
 		} else {
-			e = db_get(r->argv[1], r->len[1]);
-			out_bulk(c, e ? e->val : NULL, e ? e->vlen : 0);
+			out_blob(c, db_get(r->argv[1], r->len[1]));
 		}
 	} else if (!strcasecmp(cmd, "SET")) {
 		if (r->argc < 3)
@@ -430,11 +486,26 @@ static bool execute(struct conn *c, struct request *r)
 			wrong_args(c, "mget");
 			return true;
 		}
-		out_array(c, r->argc - 1);
+		struct blob **vals = calloc((size_t)r->argc, sizeof(*vals));
+
+		if (!vals) {
+			out_str(c, "-ERR out of memory\r\n");
+			return true;
+		}
+		/* Take every value first: the writes below may suspend. */
 		for (i = 1; i < r->argc; i++) {
 			e = db_get(r->argv[i], r->len[i]);
-			out_bulk(c, e ? e->val : NULL, e ? e->vlen : 0);
+			vals[i] = e ? blob_ref(e->val) : NULL;
 		}
+		out_array(c, r->argc - 1);
+		for (i = 1; i < r->argc; i++) {
+			if (vals[i])
+				out_bulk(c, vals[i]->data, vals[i]->len);
+			else
+				out_str(c, "$-1\r\n");
+			blob_unref(vals[i]);
+		}
+		free(vals);
 	} else if (!strcasecmp(cmd, "MSET")) {
 		if (r->argc < 3 || r->argc % 2 == 0) {
 			wrong_args(c, "mset");
@@ -455,19 +526,45 @@ static bool execute(struct conn *c, struct request *r)
 	} else if (!strcasecmp(cmd, "COMMAND")) {
 		out_str(c, "*0\r\n");	/* redis-cli asks on connect */
 	} else if (!strcasecmp(cmd, "SELECT")) {
-		out_str(c, r->argc == 2 && !strcmp(r->argv[1], "0") ?
-			"+OK\r\n" : "-ERR DB index is out of range\r\n");
+		if (r->argc != 2)
+			wrong_args(c, "select");
+		else
+			out_str(c, !strcmp(r->argv[1], "0") ? "+OK\r\n" :
+				"-ERR DB index is out of range\r\n");
 	} else if (!strcasecmp(cmd, "QUIT")) {
 		out_str(c, "+OK\r\n");
 		return false;
 	} else {
 		char b[128];
+		int n = snprintf(b, sizeof(b), "-ERR unknown command '%.64s'",
+				 cmd), j;
 
-		snprintf(b, sizeof(b), "-ERR unknown command '%.64s'\r\n",
-			 cmd);
+		/* An error is one line: a name with CR or LF must not split
+		 * it into two replies. */
+		for (j = 5; j < n; j++)
+			if (b[j] == '\r' || b[j] == '\n')
+				b[j] = ' ';
 		out_str(c, b);
+		out_str(c, "\r\n");
 	}
 	return true;
+}
+
+/*
+ * Before a read that would wait for the peer, send the replies already
+ * made: a client may wait for them before it sends more.  The read will
+ * not wait if its bytes are buffered: n of them, or a line when n is 0.
+ */
+static bool wait_ok(struct conn *c, size_t n)
+{
+	size_t len;
+	const char *p = corio_stream_peek(c->s, &len);
+
+	if (n ? len >= n : memchr(p, '\n', len) != NULL)
+		return true;
+	if (corio_stream_flush(c->s) < 0 && !c->err)
+		c->err = -EPIPE;
+	return !c->err;
 }
 
 /* A protocol error: say so and end the connection. */
@@ -524,18 +621,24 @@ static int read_bulk(struct conn *c)
 {
 	struct request *r = &c->req;
 	char line[32];
-	ssize_t n = corio_stream_readline(c->s, line, sizeof(line));
+	ssize_t n;
 	long long len;
 	char *a;
 
+	if (!wait_ok(c, 0))
+		return c->err;
+	n = corio_stream_readline(c->s, line, sizeof(line));
 	if (n <= 0)
 		return n == -EMSGSIZE ? proto_error(c, "invalid bulk length") :
 		       n == 0 ? -ENODATA : (int)n;
 	if (line[0] != '$' || n < 3 || line[n - 2] != '\r' ||
 	    !parse_ll(line + 1, (size_t)n - 3, &len) || len < 0)
 		return proto_error(c, "expected '$'");
-	if (len > MAX_BULK)
+	if (len > MAX_BULK || c->req_bytes + (size_t)len > MAX_REQUEST)
 		return proto_error(c, "invalid bulk length");
+	if (!wait_ok(c, (size_t)len + 2))
+		return c->err;
+	c->req_bytes += (size_t)len;
 	a = malloc((size_t)len + 2);
 	if (!a)
 		return -ENOMEM;
@@ -558,7 +661,10 @@ static int read_request(struct conn *c)
 	long long argc;
 	int ret;
 
+	c->req_bytes = 0;
 	do {
+		if (!wait_ok(c, 0))
+			return c->err;
 		n = corio_stream_readline(c->s, line, MAX_INLINE);
 		if (n == -EMSGSIZE)
 			return proto_error(c, "too big inline request");
@@ -599,17 +705,13 @@ static int serve(void *arg)
 			break;
 		more = c->req.argc == 0 || execute(c, &c->req);
 		request_clear(&c->req);
-		/* Pipelined requests already here share one write. */
-		if (!corio_stream_buffered(c->s) || !more)
-			if (corio_stream_flush(c->s) < 0)
-				break;
+		/* Replies go out before the next read that must wait
+		 * (wait_ok), so pipelined requests share one write. */
 		if (!more || c->err)
 			break;
 	}
 	request_clear(&c->req);
-	if (ret == -EPROTO)
-		corio_stream_flush(c->s);
-	corio_stream_close(c->s);
+	corio_stream_close(c->s);	/* flushes: QUIT's +OK, an error */
 	free(c);
 	return 0;
 }
@@ -653,6 +755,13 @@ static int server(void *arg)
 	if (lfd < 0) {
 		fprintf(stderr, "kv-server: listen: %s\n", strerror(-lfd));
 		return 1;
+	}
+	{
+		struct sockaddr_in6 sa;
+		socklen_t len = sizeof(sa);
+
+		if (getsockname(lfd, (struct sockaddr *)&sa, &len) == 0)
+			o->port = ntohs(sa.sin6_port);	/* same offset in v4 */
 	}
 	fprintf(stderr, "kv-server: listening on port %d\n", o->port);
 	acceptor = corio_spawn(accept_loop, (void *)(intptr_t)lfd);

@@ -249,6 +249,7 @@ CORIO_API ssize_t corio_stream_readuntil(corio_stream *s, const void *delim,
 CORIO_API ssize_t corio_stream_write(corio_stream *s, const void *buf,
 				     size_t len);
 CORIO_API size_t corio_stream_buffered(const corio_stream *s);
+CORIO_API const void *corio_stream_peek(const corio_stream *s, size_t *len);
 CORIO_API int corio_stream_flush(corio_stream *s);
 CORIO_API int corio_stream_close(corio_stream *s);
 CORIO_API void corio_stream_free(corio_stream *s);

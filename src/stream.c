@@ -379,3 +379,16 @@ size_t corio_stream_buffered(const corio_stream *s)
 {
 	return s ? s->rend - s->rpos : 0;
 }
+
+/* The buffered bytes themselves, to decide whether a read would wait. */
+const void *corio_stream_peek(const corio_stream *s, size_t *len)
+{
+	if (!s) {
+		if (len)
+			*len = 0;
+		return NULL;
+	}
+	if (len)
+		*len = s->rend - s->rpos;
+	return s->rbuf + s->rpos;
+}
