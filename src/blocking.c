@@ -38,6 +38,7 @@ struct corio_pool {
 	pthread_cond_t cond;
 	struct job *head, *tail;	/* queued jobs, under lock */
 	unsigned int nr_threads, nr_idle;
+	unsigned int nr_queued;		/* jobs no worker has taken yet */
 	bool stop;
 	pthread_t threads[CORIO_BLOCKING_THREADS];
 	_Atomic(struct job *) finished;	/* pushed by workers */
@@ -65,6 +66,7 @@ static void *worker(void *arg)
 		if (!pool->head)
 			break;
 		job = pool->head;
+		pool->nr_queued--;
 		pool->head = job->next;
 		if (!pool->head)
 			pool->tail = NULL;
@@ -192,7 +194,9 @@ int corio_run_blocking(corio_fn fn, void *arg)
 	pool = loop->pool;
 	job.task = t;
 	pthread_mutex_lock(&pool->lock);
-	if (pool->nr_idle == 0 && pool->nr_threads < CORIO_BLOCKING_THREADS) {
+	/* Idle workers that have not woken yet are spoken for already. */
+	if (pool->nr_idle <= pool->nr_queued &&
+	    pool->nr_threads < CORIO_BLOCKING_THREADS) {
 		ret = thread_new(pool);
 		if (ret < 0 && pool->nr_threads == 0) {
 			pthread_mutex_unlock(&pool->lock);
@@ -204,6 +208,7 @@ int corio_run_blocking(corio_fn fn, void *arg)
 	else
 		pool->head = &job;
 	pool->tail = &job;
+	pool->nr_queued++;
 	pthread_cond_signal(&pool->cond);
 	pthread_mutex_unlock(&pool->lock);
 	pool->outstanding++;

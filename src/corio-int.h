@@ -171,8 +171,16 @@ struct corio_loop {
 	void *sched_fake_stack;
 };
 
+/*
+ * Thread-locals use the initial-exec model: one %fs-relative load instead
+ * of a __tls_get_addr call in libcorio.so, on every await.  (A libcorio.so
+ * loaded with dlopen still fits in glibc's static TLS surplus: corio's
+ * thread-locals are under 100 bytes.)
+ */
+#define CORIO_TLS	__thread __attribute__((tls_model("initial-exec")))
+
 /* The loop of this thread, NULL outside corio_run. */
-extern __thread struct corio_loop *corio__loop;
+extern CORIO_TLS struct corio_loop *corio__loop;
 
 static inline struct corio_task *corio__current(void)
 {
@@ -182,8 +190,20 @@ static inline struct corio_task *corio__current(void)
 }
 
 /* loop.c */
-struct io_uring_sqe *corio__loop_sqe(struct corio_loop *loop);
 int corio__loop_flush(struct corio_loop *loop);
+
+/*
+ * An SQE with room for a second one behind it (an op's LINK_TIMEOUT must
+ * follow it in the same submission).  A full ring is submitted first.
+ */
+static inline struct io_uring_sqe *corio__loop_sqe(struct corio_loop *loop)
+{
+	struct io_uring *ring = &loop->ring;
+
+	if (corio_unlikely(io_uring_sq_space_left(ring) < 2))
+		corio__loop_flush(loop);
+	return io_uring_get_sqe(ring);
+}
 void corio__loop_reap(struct corio_loop *loop);
 struct io_uring_sqe *corio__loop_handler_sqe(struct corio_loop *loop,
 					     struct corio_handler *h);
@@ -217,6 +237,27 @@ void corio__dump_slow(struct corio_loop *loop, struct corio_task *t,
 		      uint64_t started_ns);
 uint64_t corio__dump_slow_ns(void);
 
+/* time.c */
+uint64_t corio__time_now(void);
+uint64_t corio__time_coarse(void);
+
+/*
+ * Before an await: -EPERM outside a task, -ECANCELED in a cancelled one,
+ * -ETIMEDOUT past its deadline; 0 when it may go ahead.
+ */
+static inline int corio__op_check(struct corio_task *t, bool cancellable)
+{
+	if (corio_unlikely(!t))
+		return -EPERM;
+	if (!cancellable)
+		return 0;
+	if (corio_unlikely(corio__task_stopped(t)))
+		return -ECANCELED;
+	if (t->deadline_ns && corio__time_now() >= t->deadline_ns)
+		return -ETIMEDOUT;
+	return 0;
+}
+
 /* stack.c */
 struct corio_task *corio__stack_get(struct corio_loop *loop, size_t size);
 void corio__stack_put(struct corio_task *t);
@@ -231,7 +272,6 @@ size_t corio__stack_round(size_t size);
 #define CORIO_OP_NOCANCEL	2u	/* corio_cancel does not stop it */
 int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
 		     struct io_uring_sqe *sqe, unsigned int flags);
-int corio__op_check(struct corio_task *t, bool cancellable);
 void corio__op_cancel(struct corio_task *t);
 int corio__op_res_closed(struct corio_loop *loop, struct corio_waiter *w);
 
@@ -241,8 +281,6 @@ void corio__blocking_fini(struct corio_loop *loop);
 /* process.c: whether waits use IORING_OP_WAITID (for the tests) */
 int corio__process_has_waitid(void);
 
-/* time.c */
-uint64_t corio__time_now(void);
 
 /* stream.c: the delimiter search, pure, fuzzed by tests/fuzz/ */
 size_t corio__stream_scan(const void *buf, size_t len, const void *delim,

@@ -116,7 +116,7 @@ int corio_dump(FILE *out)
 {
 	struct corio_loop *loop = corio__loop;
 	struct corio_task *t;
-	uint64_t now = corio__time_now();
+	uint64_t now = corio__time_coarse();	/* what park_ns is read on */
 	char name[128], what[64];
 
 	if (!out)

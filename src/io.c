@@ -37,7 +37,7 @@
 #define MAX_RW_COUNT	0x7ffff000u
 
 /* Given out by corio_sqe outside a task, so a prep helper cannot crash. */
-static __thread struct io_uring_sqe scratch_sqe;
+static CORIO_TLS struct io_uring_sqe scratch_sqe;
 
 /* corio_cancel's hook for a task parked on an op. */
 void corio__op_cancel(struct corio_task *t)
@@ -52,19 +52,6 @@ void corio__op_cancel(struct corio_task *t)
 	sqe->user_data = CORIO_UD_INTERNAL;
 	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 	w->cancel_sent = true;
-}
-
-int corio__op_check(struct corio_task *t, bool cancellable)
-{
-	if (corio_unlikely(!t))
-		return -EPERM;
-	if (!cancellable)
-		return 0;
-	if (corio_unlikely(corio__task_stopped(t)))
-		return -ECANCELED;
-	if (t->deadline_ns && corio__time_now() >= t->deadline_ns)
-		return -ETIMEDOUT;
-	return 0;
 }
 
 /*
@@ -147,25 +134,20 @@ static inline int op_result(struct corio_task *t, struct corio_waiter *w,
 }
 
 /*
- * Awaits a prepared SQE with the task's deadline, resubmitting it if it
- * fails with -EINTR without having been cancelled (-EINTR never escapes).
+ * Awaits a prepared SQE with the task's deadline.  An -EINTR that no
+ * cancellation or deadline caused comes back as -EINTR for the caller to
+ * prepare the op again (OP_AWAIT): -EINTR never escapes an await, and an
+ * await copies no SQE for the rare retry.
  */
 static int op_await(struct corio_task *t, struct io_uring_sqe *sqe)
 {
 	struct corio_waiter w;
-	int res;
+	int res = corio__op_submit(t, &w, sqe, CORIO_OP_DEADLINE);
 
-	for (;;) {
-		memcpy(&w.sqe, sqe, sizeof(w.sqe));
-		res = corio__op_submit(t, &w, sqe, CORIO_OP_DEADLINE);
-		if (corio_likely(res != -EINTR) || w.cancel_sent)
-			break;
-		res = corio__op_check(t, true);
-		if (res < 0)
-			return res;
-		sqe = corio__loop_sqe(t->loop);
-		memcpy(sqe, &w.sqe, sizeof(*sqe));
-	}
+	if (corio_unlikely(res == -EINTR) && !w.cancel_sent &&
+	    !corio__task_stopped(t) &&
+	    !(w.linked && corio__time_now() >= t->deadline_ns))
+		return -EINTR;
 	return op_result(t, &w, res);
 }
 
@@ -228,6 +210,7 @@ static bool sqe_unservable(const struct io_uring_sqe *sqe)
 int corio_await(struct io_uring_sqe *sqe)
 {
 	struct corio_task *t = corio__current();
+	struct io_uring_sqe copy;
 	struct io_uring *ring;
 	int ret;
 
@@ -243,17 +226,40 @@ int corio_await(struct io_uring_sqe *sqe)
 		sqe_drop(ring, sqe);
 		return ret;
 	}
-	return op_await(t, sqe);
+	/* A caller's SQE cannot be prepared again: keep a copy for that. */
+	memcpy(&copy, sqe, sizeof(copy));
+	while ((ret = op_await(t, sqe)) == -EINTR) {
+		ret = corio__op_check(t, true);
+		if (ret < 0)
+			return ret;
+		sqe = corio__loop_sqe(t->loop);
+		memcpy(sqe, &copy, sizeof(*sqe));
+	}
+	return ret;
 }
 
 /* Checks the task, then hands out the SQE of one wrapper's op. */
-static struct io_uring_sqe *op_begin(struct corio_task *t, int *ret)
+static inline struct io_uring_sqe *op_begin(struct corio_task *t, int *ret)
 {
 	*ret = corio__op_check(t, true);
 	if (corio_unlikely(*ret < 0))
 		return NULL;
 	return corio__loop_sqe(t->loop);
 }
+
+/*
+ * One wrapper's op: PREP fills sqe (a local of this macro) and runs again
+ * when the op must be resubmitted after an -EINTR.  ret gets the result.
+ */
+#define OP_AWAIT(t, ret, PREP)						\
+	do {								\
+		struct io_uring_sqe *sqe = op_begin((t), &(ret));	\
+									\
+		if (!sqe)						\
+			break;						\
+		PREP;							\
+		(ret) = op_await((t), sqe);				\
+	} while ((ret) == -EINTR)
 
 static unsigned int rw_len(size_t len)
 {
@@ -277,14 +283,9 @@ static void vg_defined_iov(const struct iovec *iov, int iovcnt, ssize_t n)
 ssize_t corio_read(int fd, void *buf, size_t len, uint64_t off)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_read(sqe, fd, buf, rw_len(len), off);
-	ret = op_await(t, sqe);
+	OP_AWAIT(t, ret, io_uring_prep_read(sqe, fd, buf, rw_len(len), off));
 	if (ret > 0)
 		vg_defined(buf, (size_t)ret);
 	return ret;
@@ -293,30 +294,22 @@ ssize_t corio_read(int fd, void *buf, size_t len, uint64_t off)
 ssize_t corio_write(int fd, const void *buf, size_t len, uint64_t off)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_write(sqe, fd, buf, rw_len(len), off);
-	return op_await(t, sqe);
+	OP_AWAIT(t, ret, io_uring_prep_write(sqe, fd, buf, rw_len(len), off));
+	return ret;
 }
 
 ssize_t corio_readv(int fd, const struct iovec *iov, int iovcnt,
 		    uint64_t off)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
 	if (iovcnt < 0)
 		return -EINVAL;
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_readv(sqe, fd, iov, (unsigned int)iovcnt, off);
-	ret = op_await(t, sqe);
+	OP_AWAIT(t, ret,
+		 io_uring_prep_readv(sqe, fd, iov, (unsigned int)iovcnt, off));
 	vg_defined_iov(iov, iovcnt, ret);
 	return ret;
 }
@@ -325,29 +318,21 @@ ssize_t corio_writev(int fd, const struct iovec *iov, int iovcnt,
 		     uint64_t off)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
 	if (iovcnt < 0)
 		return -EINVAL;
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_writev(sqe, fd, iov, (unsigned int)iovcnt, off);
-	return op_await(t, sqe);
+	OP_AWAIT(t, ret,
+		 io_uring_prep_writev(sqe, fd, iov, (unsigned int)iovcnt, off));
+	return ret;
 }
 
 ssize_t corio_recv(int fd, void *buf, size_t len, int flags)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_recv(sqe, fd, buf, rw_len(len), flags);
-	ret = op_await(t, sqe);
+	OP_AWAIT(t, ret, io_uring_prep_recv(sqe, fd, buf, rw_len(len), flags));
 	if (ret > 0)
 		vg_defined(buf, (size_t)ret);
 	return ret;
@@ -356,27 +341,21 @@ ssize_t corio_recv(int fd, void *buf, size_t len, int flags)
 ssize_t corio_send(int fd, const void *buf, size_t len, int flags)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_send(sqe, fd, buf, rw_len(len), flags | MSG_NOSIGNAL);
-	return op_await(t, sqe);
+	OP_AWAIT(t, ret,
+		 io_uring_prep_send(sqe, fd, buf, rw_len(len),
+				    flags | MSG_NOSIGNAL));
+	return ret;
 }
 
 ssize_t corio_recvmsg(int fd, struct msghdr *msg, int flags)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_recvmsg(sqe, fd, msg, (unsigned int)flags);
-	ret = op_await(t, sqe);
+	OP_AWAIT(t, ret,
+		 io_uring_prep_recvmsg(sqe, fd, msg, (unsigned int)flags));
 	if (ret >= 0 && msg) {
 		vg_defined(msg, sizeof(*msg));
 		vg_defined_iov(msg->msg_iov, (int)msg->msg_iovlen, ret);
@@ -391,29 +370,23 @@ ssize_t corio_recvmsg(int fd, struct msghdr *msg, int flags)
 ssize_t corio_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_sendmsg(sqe, fd, msg,
-			      (unsigned int)(flags | MSG_NOSIGNAL));
-	return op_await(t, sqe);
+	OP_AWAIT(t, ret,
+		 io_uring_prep_sendmsg(sqe, fd, msg,
+				       (unsigned int)(flags | MSG_NOSIGNAL)));
+	return ret;
 }
 
 int corio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
 		 int flags)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_accept(sqe, fd, addr, addrlen, flags | SOCK_CLOEXEC);
-	ret = op_await(t, sqe);
+	OP_AWAIT(t, ret,
+		 io_uring_prep_accept(sqe, fd, addr, addrlen,
+				      flags | SOCK_CLOEXEC));
 	if (ret >= 0 && addr && addrlen) {
 		vg_defined(addrlen, sizeof(*addrlen));
 		vg_defined(addr, *addrlen);
@@ -424,54 +397,39 @@ int corio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
 int corio_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_connect(sqe, fd, addr, addrlen);
-	return op_await(t, sqe);
+	OP_AWAIT(t, ret, io_uring_prep_connect(sqe, fd, addr, addrlen));
+	return ret;
 }
 
 int corio_openat(int dfd, const char *path, int flags, mode_t mode)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_openat(sqe, dfd, path, flags | O_CLOEXEC, mode);
-	return op_await(t, sqe);
+	OP_AWAIT(t, ret,
+		 io_uring_prep_openat(sqe, dfd, path, flags | O_CLOEXEC, mode));
+	return ret;
 }
 
 int corio_fsync(int fd, unsigned int fsync_flags)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_fsync(sqe, fd, fsync_flags);
-	return op_await(t, sqe);
+	OP_AWAIT(t, ret, io_uring_prep_fsync(sqe, fd, fsync_flags));
+	return ret;
 }
 
 int corio_statx(int dfd, const char *path, int flags, unsigned int mask,
 		struct statx *statxbuf)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_statx(sqe, dfd, path, flags, mask, statxbuf);
-	ret = op_await(t, sqe);
+	OP_AWAIT(t, ret,
+		 io_uring_prep_statx(sqe, dfd, path, flags, mask, statxbuf));
 	if (ret == 0 && statxbuf)
 		vg_defined(statxbuf, sizeof(*statxbuf));
 	return ret;
@@ -480,48 +438,36 @@ int corio_statx(int dfd, const char *path, int flags, unsigned int mask,
 int corio_shutdown(int fd, int how)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_shutdown(sqe, fd, how);
-	return op_await(t, sqe);
+	OP_AWAIT(t, ret, io_uring_prep_shutdown(sqe, fd, how));
+	return ret;
 }
 
 int corio_poll(int fd, unsigned int poll_mask)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_poll_add(sqe, fd, poll_mask);
-	return op_await(t, sqe);
+	OP_AWAIT(t, ret, io_uring_prep_poll_add(sqe, fd, poll_mask));
+	return ret;
 }
 
 ssize_t corio_splice(int fd_in, int64_t off_in, int fd_out, int64_t off_out,
 		     unsigned int nbytes, unsigned int splice_flags)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_splice(sqe, fd_in, off_in, fd_out, off_out,
-			     rw_len(nbytes), splice_flags);
-	return op_await(t, sqe);
+	OP_AWAIT(t, ret,
+		 io_uring_prep_splice(sqe, fd_in, off_in, fd_out, off_out,
+				      rw_len(nbytes), splice_flags));
+	return ret;
 }
 
 int corio_socket(int domain, int type, int protocol, unsigned int flags)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
 	if (t && !t->loop->has_op_socket) {
@@ -532,25 +478,19 @@ int corio_socket(int domain, int type, int protocol, unsigned int flags)
 		ret = socket(domain, type | SOCK_CLOEXEC, protocol);
 		return ret < 0 ? -errno : ret;
 	}
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_socket(sqe, domain, type | SOCK_CLOEXEC, protocol,
-			     flags);
-	return op_await(t, sqe);
+	OP_AWAIT(t, ret,
+		 io_uring_prep_socket(sqe, domain, type | SOCK_CLOEXEC,
+				      protocol, flags));
+	return ret;
 }
 
 int corio_nop(void)
 {
 	struct corio_task *t = corio__current();
-	struct io_uring_sqe *sqe;
 	int ret;
 
-	sqe = op_begin(t, &ret);
-	if (!sqe)
-		return ret;
-	io_uring_prep_nop(sqe);
-	return op_await(t, sqe);
+	OP_AWAIT(t, ret, io_uring_prep_nop(sqe));
+	return ret;
 }
 
 /*

@@ -269,6 +269,9 @@ int corio_accept_retry(int fd, struct sockaddr *addr, socklen_t *addrlen,
 	uint64_t backoff = BACKOFF_MIN_NS;
 	socklen_t len = addrlen ? *addrlen : 0;
 
+	/* Outside a task -EPERM is corio's answer, not a firewall's. */
+	if (!corio__current())
+		return -EPERM;
 	for (;;) {
 		int ret;
 

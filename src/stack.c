@@ -350,7 +350,7 @@ static void segv_handler(int sig, siginfo_t *si, void *uc)
 }
 
 /* The thread's alternate signal stack if corio made it, to free at exit. */
-static __thread void *altstack;
+static CORIO_TLS void *altstack;
 
 int corio__stack_overflow_init(void)
 {

@@ -18,6 +18,15 @@ uint64_t corio__time_now(void)
 	return (uint64_t)ts.tv_sec * CORIO_SEC(1) + (uint64_t)ts.tv_nsec;
 }
 
+/* Jiffy resolution, for measuring waits in corio_dump. */
+uint64_t corio__time_coarse(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * CORIO_SEC(1) + (uint64_t)ts.tv_nsec;
+}
+
 uint64_t corio_now(void)
 {
 	return corio__time_now();
