@@ -51,13 +51,14 @@ out:
 	return 0;
 }
 
+/* Takes connections off the listener's multishot accept. */
 static int accept_loop(void *arg)
 {
-	int lfd = (int)(intptr_t)arg;
+	corio_acceptor *acc = arg;
 
 	for (;;) {
 		int one = 1;
-		int fd = corio_accept_retry(lfd, NULL, NULL, 0);
+		int fd = corio_acceptor_accept(acc);
 		corio_task *t;
 
 		if (fd < 0)
@@ -102,6 +103,7 @@ static int server(void *arg)
 {
 	struct options *o = arg;
 	sigset_t set;
+	corio_acceptor *acc;
 	corio_task *acceptor;
 	int lfd, sig;
 
@@ -111,8 +113,13 @@ static int server(void *arg)
 		return 1;
 	}
 	print_address(lfd);
-	acceptor = corio_spawn(accept_loop, (void *)(intptr_t)lfd);
+	if (corio_acceptor_new(lfd, &acc) < 0) {
+		corio_close(lfd);
+		return 1;
+	}
+	acceptor = corio_spawn(accept_loop, acc);
 	if (!acceptor) {
+		corio_acceptor_free(acc);
 		corio_close(lfd);
 		return 1;
 	}
@@ -126,6 +133,7 @@ static int server(void *arg)
 	/* Stop accepting; returning cancels and reaps the connections. */
 	corio_close(lfd);
 	corio_join(acceptor);
+	corio_acceptor_free(acc);
 	return 0;
 }
 

@@ -716,13 +716,14 @@ static int serve(void *arg)
 	return 0;
 }
 
+/* Takes connections off the listener's multishot accept. */
 static int accept_loop(void *arg)
 {
-	int lfd = (int)(intptr_t)arg;
+	corio_acceptor *acc = arg;
 
 	for (;;) {
 		int one = 1;
-		int fd = corio_accept_retry(lfd, NULL, NULL, 0);
+		int fd = corio_acceptor_accept(acc);
 		corio_task *t;
 
 		if (fd < 0)
@@ -730,7 +731,7 @@ static int accept_loop(void *arg)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		t = corio_spawn(serve, (void *)(intptr_t)fd);
 		if (!t) {
-			corio_close(fd);
+			corio_close(fd);	/* out of memory: shed it */
 			continue;
 		}
 		corio_detach(t);
@@ -746,6 +747,7 @@ static int server(void *arg)
 {
 	struct options *o = arg;
 	corio_task *acceptor, *sweep;
+	corio_acceptor *acc;
 	sigset_t set;
 	int lfd, sig;
 
@@ -764,7 +766,9 @@ static int server(void *arg)
 			o->port = ntohs(sa.sin6_port);	/* same offset in v4 */
 	}
 	fprintf(stderr, "kv-server: listening on port %d\n", o->port);
-	acceptor = corio_spawn(accept_loop, (void *)(intptr_t)lfd);
+	if (corio_acceptor_new(lfd, &acc) < 0)
+		return 1;
+	acceptor = corio_spawn(accept_loop, acc);
 	sweep = corio_spawn(sweeper, NULL);
 	if (!acceptor || !sweep)
 		return 1;
@@ -777,6 +781,7 @@ static int server(void *arg)
 			strsignal(sig));
 	corio_close(lfd);
 	corio_join(acceptor);
+	corio_acceptor_free(acc);
 	corio_cancel(sweep);
 	corio_join(sweep);
 	return 0;

@@ -138,7 +138,7 @@ CORIO_API int corio_nop(void);
 
 /*
  * Networking: listening and connected sockets in one call each.
- * corio_listen(3), corio_dial(3), corio_accept_retry(3).
+ * corio_listen(3), corio_dial(3), corio_accept_retry(3), corio_acceptor(3).
  */
 #define CORIO_REUSEPORT	0x1	/* SO_REUSEPORT: several listeners, one port */
 #define CORIO_V6ONLY	0x2	/* an IPv6 listener takes no IPv4 */
@@ -151,6 +151,13 @@ CORIO_API int corio_listen_unix(const char *path, int backlog, int flags);
 CORIO_API int corio_dial_unix(const char *path);
 CORIO_API int corio_accept_retry(int fd, struct sockaddr *addr,
 				 socklen_t *addrlen, int flags);
+
+/* One multishot accept per listener, shared by the tasks that accept. */
+typedef struct corio_acceptor corio_acceptor;
+
+CORIO_API int corio_acceptor_new(int fd, corio_acceptor **out);
+CORIO_API int corio_acceptor_accept(corio_acceptor *a);
+CORIO_API int corio_acceptor_free(corio_acceptor *a);
 
 /*
  * Blocking calls off the loop: asyncio.to_thread.  corio_run_blocking(3).

@@ -162,6 +162,7 @@ struct corio_loop {
 	struct corio_stack_pool *pools;	/* one per stack size in use */
 	struct corio_pool *pool;	/* corio_run_blocking's threads */
 	struct corio_handler *arms;	/* handlers waiting for an SQE */
+	struct corio_acceptor *acceptors;	/* net.c: to stop at teardown */
 	size_t stack_size;		/* default for spawns */
 	uint64_t next_id;
 	uint64_t now_ns;		/* CLOCK_MONOTONIC at the turn's start */
@@ -226,6 +227,34 @@ static inline bool corio__task_stopped(const struct corio_task *t)
 	return t->cancelled && !t->shield;
 }
 
+/*
+ * sync.c: a FIFO queue of tasks waiting for something that another task
+ * (not an op) will give them.  A struct corio_wait lives on its task's
+ * stack; corio__wait_on parks until corio__wake, a cancellation
+ * (-ECANCELED) or the task's deadline (-ETIMEDOUT, through a timer whose
+ * CQE it waits for before returning).
+ */
+struct corio_wait;
+
+struct corio_waitq {
+	struct corio_wait *head, *tail;
+};
+
+struct corio_wait {
+	struct corio_task *task;
+	struct corio_wait *prev, *next;
+	struct corio_waitq *q;		/* NULL once out of the queue */
+	int res;
+	void *item;			/* what a waker hands over */
+	struct corio_handler timer;	/* the deadline's TIMEOUT */
+	struct __kernel_timespec ts;
+	bool timer_armed;		/* its CQE has not arrived */
+	bool timer_waited;		/* the task parks until it does */
+};
+
+int corio__wait_on(struct corio_waitq *q, struct corio_wait *w);
+void corio__wake(struct corio_wait *w, int res);
+
 /* sync.c */
 void corio__group_done(struct corio_task *t);
 void corio__group_forget(struct corio_task *t);
@@ -274,6 +303,10 @@ int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
 		     struct io_uring_sqe *sqe, unsigned int flags);
 void corio__op_cancel(struct corio_task *t);
 int corio__op_res_closed(struct corio_loop *loop, struct corio_waiter *w);
+
+/* net.c */
+void corio__net_teardown(struct corio_loop *loop);
+void corio__net_fini(struct corio_loop *loop);
 
 /* blocking.c */
 void corio__blocking_fini(struct corio_loop *loop);

@@ -342,6 +342,8 @@ static CORIO_COLD void teardown_begin(struct corio_loop *loop)
 	for (t = loop->all.next; t != &loop->all; t = t->next)
 		if (t->state != CORIO_T_DONE)
 			corio_cancel(t);
+	/* Multishot accepts nobody freed would keep the loop alive. */
+	corio__net_teardown(loop);
 }
 
 static void run(struct corio_loop *loop)
@@ -475,6 +477,7 @@ static void loop_free(struct corio_loop *loop)
 {
 	while (loop->all.next != &loop->all)
 		corio__task_free(loop->all.next);
+	corio__net_fini(loop);
 	corio__blocking_fini(loop);
 	corio__stack_pools_free(loop);
 	io_uring_queue_exit(&loop->ring);

@@ -327,3 +327,267 @@ int corio_signal_wait(const sigset_t *set)
 		return -EIO;
 	return (int)si.ssi_signo;
 }
+
+/*
+ * Acceptors: one multishot IORING_OP_ACCEPT per listener, whose CQEs go to
+ * a handler (acceptor_cqe) that hands each new fd straight to the first
+ * waiting task, or queues it.  Out of fds or memory, the multishot ends:
+ * the accepting tasks then wait until a back-off deadline (1 ms doubling
+ * to 1 s, reset by the next connection) before they arm it again, so the
+ * server neither dies nor spins.  A queue of ACCEPT_QUEUE_MAX fds nobody
+ * takes stops the multishot until it drains, so memory stays bounded.
+ */
+#define ACCEPT_QUEUE_MAX	4096
+#define ACCEPT_LOOK_AGAIN	(-EAGAIN)	/* wake reason: re-check */
+
+struct corio_acceptor {
+	int fd;
+	struct corio_loop *loop;
+	struct corio_acceptor *next;	/* the loop's list */
+	struct corio_handler h;
+	bool armed;		/* a multishot is in flight */
+	bool paused;		/* we cancelled it: the queue is full */
+	bool stopping;		/* corio_acceptor_free cancelled it */
+	bool plain;		/* no multishot here: corio_accept_retry */
+	bool accepted;		/* one fd came: multishot works */
+	int err;		/* what ended the multishot, not yet seen */
+	uint64_t retry_ns;	/* back-off: no arming before this */
+	uint64_t backoff_ns;
+	int *fds;		/* accepted, not taken: a ring */
+	size_t head, len, cap;
+	struct corio_waitq waiters;
+	struct corio_task *freer;	/* parked in free until !armed */
+};
+
+static bool accept_transient(int err)
+{
+	return err == -EMFILE || err == -ENFILE || err == -ENOBUFS ||
+	       err == -ENOMEM;
+}
+
+static bool fds_push(struct corio_acceptor *a, int fd)
+{
+	if (a->len == a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 64, i;
+		int *fds = malloc(cap * sizeof(*fds));
+
+		if (!fds)
+			return false;
+		for (i = 0; i < a->len; i++)
+			fds[i] = a->fds[(a->head + i) % a->cap];
+		free(a->fds);
+		a->fds = fds;
+		a->cap = cap;
+		a->head = 0;
+	}
+	a->fds[(a->head + a->len++) % a->cap] = fd;
+	return true;
+}
+
+static int fds_pop(struct corio_acceptor *a)
+{
+	int fd = a->fds[a->head];
+
+	a->head = (a->head + 1) % a->cap;
+	a->len--;
+	return fd;
+}
+
+/* Stops the multishot; its last CQE (-ECANCELED) ends it. */
+static void acceptor_cancel(struct corio_acceptor *a)
+{
+	struct io_uring_sqe *sqe = corio__loop_handler_sqe(a->loop, &a->h);
+
+	if (!sqe)
+		return;	/* arm() runs before the next enter and retries */
+	io_uring_prep_cancel64(sqe, corio__handler_ud(&a->h), 0);
+	sqe->user_data = CORIO_UD_INTERNAL;
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+}
+
+/* The handler's deferred arm(): only ever a pending cancel. */
+static void acceptor_rearm(struct corio_loop *loop, struct corio_handler *h)
+{
+	struct corio_acceptor *a = (struct corio_acceptor *)
+		((char *)h - offsetof(struct corio_acceptor, h));
+
+	(void)loop;
+	if (a->armed && (a->paused || a->stopping))
+		acceptor_cancel(a);
+}
+
+static void acceptor_cqe(struct corio_loop *loop, struct corio_handler *h,
+			 const struct io_uring_cqe *cqe)
+{
+	struct corio_acceptor *a = (struct corio_acceptor *)
+		((char *)h - offsetof(struct corio_acceptor, h));
+	int res = cqe->res;
+
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		a->armed = false;
+		loop->stats.ops_in_flight--;
+	}
+	if (res >= 0) {
+		a->accepted = true;
+		a->backoff_ns = 0;
+		if (a->waiters.head) {
+			corio__wake(a->waiters.head, res);
+		} else if (a->stopping || !fds_push(a, res)) {
+			close(res);	/* shed it: nobody will take it */
+		} else if (a->len >= ACCEPT_QUEUE_MAX && a->armed &&
+			   !a->paused) {
+			a->paused = true;
+			acceptor_cancel(a);
+		}
+	} else if (!a->armed) {
+		if (res == -ECANCELED && (a->paused || a->stopping))
+			res = 0;	/* our own cancel */
+		else if (res == -ECANCELED)
+			res = -EBADF;	/* corio_close(fd) cancelled it */
+		else if (res == -EINVAL && !a->accepted)
+			a->plain = true, res = 0;	/* no multishot */
+		a->paused = false;
+		a->err = res;
+		while (a->waiters.head)
+			corio__wake(a->waiters.head, ACCEPT_LOOK_AGAIN);
+	}
+	if (a->freer && !a->armed) {
+		corio__task_wake(a->freer);
+		a->freer = NULL;
+	}
+}
+
+static void acceptor_arm(struct corio_acceptor *a)
+{
+	struct io_uring_sqe *sqe = corio__loop_sqe(a->loop);
+
+	io_uring_prep_multishot_accept(sqe, a->fd, NULL, NULL, SOCK_CLOEXEC);
+	sqe->user_data = corio__handler_ud(&a->h);
+	a->armed = true;
+	a->loop->stats.ops_in_flight++;
+}
+
+int corio_acceptor_new(int fd, corio_acceptor **out)
+{
+	struct corio_loop *loop = corio__loop;
+	struct corio_acceptor *a;
+
+	if (fd < 0 || !out)
+		return -EINVAL;
+	if (!loop)
+		return -EPERM;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->fd = fd;
+	a->loop = loop;
+	a->h.fn = acceptor_cqe;
+	a->h.arm = acceptor_rearm;
+	a->next = loop->acceptors;
+	loop->acceptors = a;
+	*out = a;
+	return 0;
+}
+
+int corio_acceptor_accept(corio_acceptor *a)
+{
+	struct corio_task *t = corio__current();
+	struct corio_wait w;
+	int ret;
+
+	if (!a)
+		return -EINVAL;
+	if (!t || t->loop != a->loop)
+		return -EPERM;
+	for (;;) {
+		uint64_t now;
+
+		if (a->plain)
+			return corio_accept_retry(a->fd, NULL, NULL, 0);
+		if (a->len)
+			return fds_pop(a);
+		if (a->err) {
+			ret = a->err;
+			a->err = 0;
+			if (!accept_transient(ret))
+				return ret;
+			/* Out of fds or memory: back off before re-arming. */
+			a->backoff_ns = a->backoff_ns ?
+				(a->backoff_ns < BACKOFF_MAX_NS ?
+				 a->backoff_ns * 2 : BACKOFF_MAX_NS) :
+				BACKOFF_MIN_NS;
+			a->retry_ns = corio__time_now() + a->backoff_ns;
+		}
+		now = a->retry_ns ? corio__time_now() : 0;
+		if (now && now < a->retry_ns) {
+			ret = corio_sleep(a->retry_ns - now);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
+		ret = corio__op_check(t, true);
+		if (ret < 0)
+			return ret;
+		if (!a->armed)
+			acceptor_arm(a);
+		ret = corio__wait_on(&a->waiters, &w);
+		if (ret != ACCEPT_LOOK_AGAIN)
+			return ret;	/* an fd, -ECANCELED or -ETIMEDOUT */
+	}
+}
+
+/* main returned: stop the multishots nobody freed, so the loop can end. */
+void corio__net_teardown(struct corio_loop *loop)
+{
+	struct corio_acceptor *a;
+
+	for (a = loop->acceptors; a; a = a->next) {
+		if (a->armed && !a->stopping) {
+			a->stopping = true;
+			acceptor_cancel(a);
+		}
+	}
+}
+
+/* corio_run frees the loop: acceptors left over no longer belong to it. */
+void corio__net_fini(struct corio_loop *loop)
+{
+	struct corio_acceptor *a;
+
+	for (a = loop->acceptors; a; a = a->next)
+		a->loop = NULL;
+	loop->acceptors = NULL;
+}
+
+int corio_acceptor_free(corio_acceptor *a)
+{
+	struct corio_task *t = corio__current();
+	struct corio_acceptor **pp;
+
+	if (!a)
+		return 0;
+	if (a->waiters.head || a->freer)
+		return -EBUSY;
+	if (a->armed) {
+		if (!t || t->loop != a->loop)
+			return -EPERM;
+		if (!a->stopping) {
+			a->stopping = true;
+			acceptor_cancel(a);
+		}
+		/* Not cancellable: the multishot's last CQE points at a. */
+		a->freer = t;
+		while (a->armed)
+			corio__task_park(t, NULL, NULL);
+	}
+	while (a->len)
+		close(fds_pop(a));
+	if (a->loop) {
+		for (pp = &a->loop->acceptors; *pp != a; pp = &(*pp)->next)
+			;
+		*pp = a->next;
+	}
+	free(a->fds);
+	free(a);
+	return 0;
+}

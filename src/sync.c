@@ -2,7 +2,7 @@
  * sync.c - waiting between the tasks of one loop: events, mutexes,
  * semaphores, conditions, queues and task groups.
  *
- * Everything here is a FIFO wait queue of struct wait, each on its
+ * Everything here is a FIFO wait queue of struct corio_wait, each on its
  * waiting task's stack.  Waking is moving a task to the ready queue: no
  * syscall, no spinning.  A waiter leaves the queue when it is woken, when
  * its task is cancelled (the park hook) or when its deadline fires.
@@ -10,7 +10,7 @@
  * A deadline needs a timer, since no op is in flight: a waiter with one
  * arms an IORING_OP_TIMEOUT whose CQE goes to a handler (not a task).  If
  * the wait ends first, the timer is cancelled and the task parks again
- * until the timer's CQE has arrived: the struct wait it points to lives on
+ * until the timer's CQE has arrived: the struct corio_wait it points to lives on
  * the task's stack, and an await never returns before its last CQE.
  *
  * Handing over: a mutex, a semaphore or a queue item goes straight to the
@@ -20,25 +20,7 @@
 
 #include "corio-int.h"
 
-struct wait;
-
-struct waitq {
-	struct wait *head, *tail;
-};
-
-struct wait {
-	struct corio_task *task;
-	struct wait *prev, *next;
-	struct waitq *q;		/* NULL once out of the queue */
-	int res;
-	void *item;			/* a queue item handed over */
-	struct corio_handler timer;	/* the deadline's TIMEOUT */
-	struct __kernel_timespec ts;
-	bool timer_armed;		/* its CQE has not arrived */
-	bool timer_waited;		/* the task parks until it does */
-};
-
-static void waitq_push(struct waitq *q, struct wait *w)
+static void waitq_push(struct corio_waitq *q, struct corio_wait *w)
 {
 	w->q = q;
 	w->next = NULL;
@@ -50,9 +32,9 @@ static void waitq_push(struct waitq *q, struct wait *w)
 	q->tail = w;
 }
 
-static void waitq_remove(struct wait *w)
+static void waitq_remove(struct corio_wait *w)
 {
-	struct waitq *q = w->q;
+	struct corio_waitq *q = w->q;
 
 	if (w->prev)
 		w->prev->next = w->next;
@@ -66,43 +48,43 @@ static void waitq_remove(struct wait *w)
 }
 
 /* Takes w out of its queue and readies its task with res. */
-static void wake(struct wait *w, int res)
+void corio__wake(struct corio_wait *w, int res)
 {
 	waitq_remove(w);
 	w->res = res;
 	corio__task_wake(w->task);
 }
 
-static void wake_all(struct waitq *q, int res)
+static void wake_all(struct corio_waitq *q, int res)
 {
 	while (q->head)
-		wake(q->head, res);
+		corio__wake(q->head, res);
 }
 
 void corio__sync_cancel(struct corio_task *t)
 {
-	struct wait *w = t->park_data;
+	struct corio_wait *w = t->park_data;
 
 	if (w->q)
-		wake(w, -ECANCELED);
+		corio__wake(w, -ECANCELED);
 }
 
 static void timer_cqe(struct corio_loop *loop, struct corio_handler *h,
 		      const struct io_uring_cqe *cqe)
 {
-	struct wait *w = (struct wait *)((char *)h -
-					 offsetof(struct wait, timer));
+	struct corio_wait *w = (struct corio_wait *)((char *)h -
+					 offsetof(struct corio_wait, timer));
 
 	(void)cqe;
 	w->timer_armed = false;
 	loop->stats.ops_in_flight--;
 	if (w->q)
-		wake(w, -ETIMEDOUT);	/* it fired while w waited */
+		corio__wake(w, -ETIMEDOUT);	/* it fired while w waited */
 	else if (w->timer_waited)
 		corio__task_wake(w->task);
 }
 
-static void timer_arm(struct corio_task *t, struct wait *w)
+static void timer_arm(struct corio_task *t, struct corio_wait *w)
 {
 	struct io_uring_sqe *sqe = corio__loop_sqe(t->loop);
 
@@ -116,7 +98,7 @@ static void timer_arm(struct corio_task *t, struct wait *w)
 }
 
 /* The wait ended first: stop the timer and wait for its last CQE. */
-static CORIO_COLD void timer_stop(struct corio_task *t, struct wait *w)
+static CORIO_COLD void timer_stop(struct corio_task *t, struct corio_wait *w)
 {
 	struct io_uring_sqe *sqe = corio__loop_sqe(t->loop);
 
@@ -132,7 +114,7 @@ static CORIO_COLD void timer_stop(struct corio_task *t, struct wait *w)
  * Parks the calling task on q until it is woken: the waker's result (0 or
  * -EPIPE), -ECANCELED or -ETIMEDOUT.  Fails at once like any await.
  */
-static int wait_on(struct waitq *q, struct wait *w)
+int corio__wait_on(struct corio_waitq *q, struct corio_wait *w)
 {
 	struct corio_task *t = corio__current();
 	int ret = corio__op_check(t, true);
@@ -155,7 +137,7 @@ static int wait_on(struct waitq *q, struct wait *w)
 /* Events. */
 
 struct corio_event {
-	struct waitq q;
+	struct corio_waitq q;
 	bool set;
 };
 
@@ -203,7 +185,7 @@ int corio_event_is_set(const corio_event *ev)
 
 int corio_event_wait(corio_event *ev)
 {
-	struct wait w;
+	struct corio_wait w;
 
 	if (!ev)
 		return -EINVAL;
@@ -211,13 +193,13 @@ int corio_event_wait(corio_event *ev)
 		return -EPERM;
 	if (ev->set)
 		return 0;
-	return wait_on(&ev->q, &w);
+	return corio__wait_on(&ev->q, &w);
 }
 
 /* Mutexes: ownership goes to the first waiter. */
 
 struct corio_mutex {
-	struct waitq q;
+	struct corio_waitq q;
 	uint64_t owner;		/* the holder's task id, 0 when free: ids
 				 * are never reused, task structs are */
 };
@@ -244,7 +226,7 @@ static void mutex_release(corio_mutex *mu)
 {
 	if (mu->q.head) {
 		mu->owner = mu->q.head->task->id;
-		wake(mu->q.head, 0);
+		corio__wake(mu->q.head, 0);
 	} else {
 		mu->owner = 0;
 	}
@@ -269,12 +251,12 @@ int corio_mutex_trylock(corio_mutex *mu)
 int corio_mutex_lock(corio_mutex *mu)
 {
 	struct corio_task *t = corio__current();
-	struct wait w;
+	struct corio_wait w;
 	int ret = corio_mutex_trylock(mu);
 
 	if (ret != -EBUSY)
 		return ret;
-	ret = wait_on(&mu->q, &w);
+	ret = corio__wait_on(&mu->q, &w);
 	/*
 	 * Handed over, but cancelled before it could run: pass it on, so
 	 * that a cancelled waiter never ends up holding the mutex.
@@ -301,7 +283,7 @@ int corio_mutex_unlock(corio_mutex *mu)
 /* Semaphores: a released unit goes to the first waiter. */
 
 struct corio_sem {
-	struct waitq q;
+	struct corio_waitq q;
 	unsigned int value;
 };
 
@@ -343,7 +325,7 @@ int corio_sem_release(corio_sem *sem)
 	if (!sem)
 		return -EINVAL;
 	if (sem->q.head) {
-		wake(sem->q.head, 0);
+		corio__wake(sem->q.head, 0);
 		return 0;
 	}
 	if (sem->value == UINT32_MAX)
@@ -354,12 +336,12 @@ int corio_sem_release(corio_sem *sem)
 
 int corio_sem_acquire(corio_sem *sem)
 {
-	struct wait w;
+	struct corio_wait w;
 	int ret = corio_sem_tryacquire(sem);
 
 	if (ret != -EAGAIN)
 		return ret;
-	ret = wait_on(&sem->q, &w);
+	ret = corio__wait_on(&sem->q, &w);
 	if (ret == 0 && corio__task_stopped(w.task)) {
 		corio_sem_release(sem);	/* as for a mutex */
 		return -ECANCELED;
@@ -370,7 +352,7 @@ int corio_sem_acquire(corio_sem *sem)
 /* Conditions. */
 
 struct corio_cond {
-	struct waitq q;
+	struct corio_waitq q;
 };
 
 int corio_cond_new(corio_cond **out)
@@ -394,7 +376,7 @@ int corio_cond_free(corio_cond *cond)
 int corio_cond_wait(corio_cond *cond, corio_mutex *mu)
 {
 	struct corio_task *t = corio__current();
-	struct wait w;
+	struct corio_wait w;
 	uint64_t deadline;
 	int ret, shield;
 
@@ -403,7 +385,7 @@ int corio_cond_wait(corio_cond *cond, corio_mutex *mu)
 	if (!t || mu->owner != t->id)
 		return -EPERM;
 	mutex_release(mu);
-	ret = wait_on(&cond->q, &w);
+	ret = corio__wait_on(&cond->q, &w);
 	/*
 	 * The caller holds the mutex again whatever happened, as with
 	 * pthread_cond_wait and asyncio's Condition: relock with neither
@@ -423,7 +405,7 @@ int corio_cond_signal(corio_cond *cond)
 	if (!cond)
 		return -EINVAL;
 	if (cond->q.head)
-		wake(cond->q.head, 0);
+		corio__wake(cond->q.head, 0);
 	return 0;
 }
 
@@ -444,7 +426,7 @@ int corio_cond_broadcast(corio_cond *cond)
 struct corio_queue {
 	void **ring;
 	size_t cap, head, len;
-	struct waitq getters, putters;
+	struct corio_waitq getters, putters;
 	bool closed;
 };
 
@@ -500,7 +482,7 @@ int corio_queue_tryput(corio_queue *q, void *item)
 		return -EPIPE;
 	if (q->getters.head) {
 		q->getters.head->item = item;
-		wake(q->getters.head, 0);
+		corio__wake(q->getters.head, 0);
 		return 0;
 	}
 	if (q->len == q->cap)
@@ -511,13 +493,13 @@ int corio_queue_tryput(corio_queue *q, void *item)
 
 int corio_queue_put(corio_queue *q, void *item)
 {
-	struct wait w;
+	struct corio_wait w;
 	int ret = corio_queue_tryput(q, item);
 
 	if (ret != -EAGAIN)
 		return ret;
 	w.item = item;
-	return wait_on(&q->putters, &w);	/* a getter queues w.item */
+	return corio__wait_on(&q->putters, &w);	/* a getter queues w.item */
 }
 
 int corio_queue_tryget(corio_queue *q, void **item)
@@ -528,7 +510,7 @@ int corio_queue_tryget(corio_queue *q, void **item)
 		*item = ring_pop(q);
 		if (q->putters.head) {
 			ring_push(q, q->putters.head->item);
-			wake(q->putters.head, 0);
+			corio__wake(q->putters.head, 0);
 		}
 		return 0;
 	}
@@ -537,12 +519,12 @@ int corio_queue_tryget(corio_queue *q, void **item)
 
 int corio_queue_get(corio_queue *q, void **item)
 {
-	struct wait w;
+	struct corio_wait w;
 	int ret = corio_queue_tryget(q, item);
 
 	if (ret != -EAGAIN)
 		return ret;
-	ret = wait_on(&q->getters, &w);
+	ret = corio__wait_on(&q->getters, &w);
 	if (ret == 0)
 		*item = w.item;	/* handed over: never dropped */
 	return ret;
@@ -578,7 +560,7 @@ struct corio_group {
 	bool failed;
 	bool cancelled;			/* corio_group_cancel was called */
 	struct corio_task *waiter;	/* parked in corio_group_wait */
-	struct waitq any;		/* parked in corio_group_wait_any */
+	struct corio_waitq any;		/* parked in corio_group_wait_any */
 };
 
 static void glist_remove(struct corio_task **head, struct corio_task *t)
@@ -638,7 +620,7 @@ void corio__group_done(struct corio_task *t)
 		/* Straight to the first waiter: nobody can take it first. */
 		t->group = NULL;
 		g->any.head->item = t;
-		wake(g->any.head, 0);
+		corio__wake(g->any.head, 0);
 	} else {
 		t->gnext = NULL;
 		t->gprev = g->done_tail;
@@ -726,7 +708,7 @@ int corio_group_wait(corio_group *g)
 int corio_group_wait_any(corio_group *g, corio_task **done, int *result)
 {
 	struct corio_task *t;
-	struct wait w;
+	struct corio_wait w;
 	int ret;
 
 	if (!g || !done)
@@ -744,7 +726,7 @@ int corio_group_wait_any(corio_group *g, corio_task **done, int *result)
 	} else {
 		if (!g->nr_live)
 			return -ENOENT;
-		ret = wait_on(&g->any, &w);
+		ret = corio__wait_on(&g->any, &w);
 		if (ret < 0)
 			return ret;
 		t = w.item;	/* handed over by corio__group_done */
