@@ -241,7 +241,9 @@ static int dump_main(void *arg)
 	row_of(dump, (const void *)(uintptr_t)sleeper, &r);
 	assert_int_equal(r.id, 2);
 	assert_string_equal(r.state, "parked");
-	assert_true(waited_ms(&r) >= 30.0);
+	/* Waits are measured on CLOCK_MONOTONIC_COARSE: a tick (up to
+	 * 10 ms) of resolution. */
+	assert_true(waited_ms(&r) >= 30.0 - 10.0);
 	assert_true(waited_ms(&r) < 30.0 + test_slack_ns(CORIO_SEC(5)) / 1e6);
 	assert_non_null(strstr(r.line, " sleep "));
 	assert_null(strstr(r.line, "cancelled"));
@@ -253,7 +255,7 @@ static int dump_main(void *arg)
 
 	row_of(dump, (const void *)(uintptr_t)receiver, &r);
 	assert_string_equal(r.state, "parked");
-	assert_true(waited_ms(&r) >= 30.0);
+	assert_true(waited_ms(&r) >= 30.0 - 10.0);
 	snprintf(want, sizeof(want), " recv fd %d ", sv[0]);
 	assert_non_null(strstr(r.line, want));
 
@@ -266,7 +268,7 @@ static int dump_main(void *arg)
 
 	row_of(dump, (const void *)(uintptr_t)locker, &r);
 	assert_string_equal(r.state, "parked");
-	assert_true(waited_ms(&r) >= 30.0);
+	assert_true(waited_ms(&r) >= 30.0 - 10.0);
 	assert_non_null(strstr(r.line, " sync wait "));
 
 	row_of(dump, (const void *)(uintptr_t)spinner, &r);
@@ -498,7 +500,9 @@ static void test_debug_slow_task(void **state)
 	(void)state;
 	debug_child("1", "50", &b, out, sizeof(out));
 	print_message("CORIO_DEBUG=1 CORIO_DEBUG_SLOW_MS=50: %s", out);
-	assert_int_equal(count_lines(out), 1);	/* busy only, not main */
+	/* busy only, not main; an ASan build's main may be slow too. */
+	if (!CORIO_ASAN)
+		assert_int_equal(count_lines(out), 1);
 	snprintf(want, sizeof(want), "corio: task 2 (%p) ran ",
 		 (void *)(uintptr_t)busy);
 	assert_true(dump_line(out, want, line, sizeof(line)));
