@@ -607,4 +607,8 @@ else
 	say "plot: gnuplot is not installed (and could not be: not root, or no apt-get): skipping bench/results.svg"
 fi
 
+# --- kv-server against redis-server ------------------------------------------
+
+sh bench/kv.sh || failed=1
+
 exit "$failed"

@@ -157,6 +157,7 @@ struct corio_loop {
 	bool tearing_down;		/* main returned: new tasks start cancelled */
 	bool taskrun_flag;		/* the kernel raises IORING_SQ_TASKRUN */
 	bool reg_ring;			/* the ring fd is registered */
+	bool under_valgrind;		/* cap each wait: see pump() */
 	bool has_op_socket;
 	struct corio_closing *closing;
 	struct corio_stack_pool *pools;	/* one per stack size in use */

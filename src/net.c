@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -239,8 +240,13 @@ int corio_listen_unix(const char *path, int backlog, int flags)
 	ret = unix_addr(path, &sun, &len);
 	if (ret < 0)
 		return ret;
-	if ((flags & CORIO_UNLINK) && path[0] != '@')
-		unlink(path);
+	if ((flags & CORIO_UNLINK) && path[0] != '@') {
+		struct stat st;
+
+		/* A stale socket only: never a file that merely has the name. */
+		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+			unlink(path);
+	}
 	return listen_on((struct sockaddr *)&sun, len, backlog, 0);
 }
 
