@@ -89,8 +89,15 @@ struct corio_waiter {
 	 * prepared: must stay valid until then, which the parked task
 	 * guarantees. */
 	struct __kernel_timespec ts;
-	struct io_uring_sqe sqe;	/* a copy, to resubmit after -EINTR */
 };
+
+/* A CLOCK_MONOTONIC instant or span in ns, as io_uring's timeouts take it. */
+static inline void corio__ts_from_ns(struct __kernel_timespec *ts,
+				     uint64_t ns)
+{
+	ts->tv_sec = (long long)(ns / CORIO_SEC(1));
+	ts->tv_nsec = (long long)(ns % CORIO_SEC(1));
+}
 
 /*
  * A parked task's cancel hook: called by corio_cancel when the task is

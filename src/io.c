@@ -71,12 +71,6 @@ int corio__op_res_closed(struct corio_loop *loop, struct corio_waiter *w)
 	return w->res;
 }
 
-static void ts_from_ns(struct __kernel_timespec *ts, uint64_t ns)
-{
-	ts->tv_sec = (long long)(ns / CORIO_SEC(1));
-	ts->tv_nsec = (long long)(ns % CORIO_SEC(1));
-}
-
 /*
  * Parks t on sqe until its last CQE and returns the raw res.  With
  * CORIO_OP_DEADLINE and a deadline, a LINK_TIMEOUT follows the op (room
@@ -103,7 +97,7 @@ int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
 		if (corio_unlikely(!lt))
 			corio__bug("no SQE reserved for a LINK_TIMEOUT");
 		sqe->flags |= IOSQE_IO_LINK;
-		ts_from_ns(&w->ts, t->deadline_ns);
+		corio__ts_from_ns(&w->ts, t->deadline_ns);
 		io_uring_prep_link_timeout(lt, &w->ts, IORING_TIMEOUT_ABS);
 		lt->user_data = CORIO_UD_INTERNAL;
 		lt->flags |= IOSQE_CQE_SKIP_SUCCESS;

@@ -264,6 +264,13 @@ int corio_dial_unix(const char *path)
 	return dial_one((struct sockaddr *)&sun, len);
 }
 
+/* Out of fds or memory: worth retrying after a pause. */
+static bool accept_transient(int err)
+{
+	return err == -EMFILE || err == -ENFILE || err == -ENOBUFS ||
+	       err == -ENOMEM;
+}
+
 /*
  * Out of fds or memory: the connection stays in the backlog while the
  * server backs off (1 ms doubling to 1 s) and keeps serving the ones it
@@ -284,17 +291,15 @@ int corio_accept_retry(int fd, struct sockaddr *addr, socklen_t *addrlen,
 		if (addrlen)
 			*addrlen = len;
 		ret = corio_accept(fd, addr, addrlen, flags);
-		switch (ret) {
-		case -EMFILE:
-		case -ENFILE:
-		case -ENOBUFS:
-		case -ENOMEM:
+		if (accept_transient(ret)) {
 			ret = corio_sleep(backoff);
 			if (ret < 0)
 				return ret;
 			if (backoff < BACKOFF_MAX_NS)
 				backoff *= 2;
 			continue;
+		}
+		switch (ret) {
 		case -ECONNABORTED:
 		case -EPROTO:
 		case -EPERM:
@@ -364,12 +369,6 @@ struct corio_acceptor {
 	struct corio_waitq waiters;
 	struct corio_task *freer;	/* parked in free until !armed */
 };
-
-static bool accept_transient(int err)
-{
-	return err == -EMFILE || err == -ENFILE || err == -ENOBUFS ||
-	       err == -ENOMEM;
-}
 
 static bool fds_push(struct corio_acceptor *a, int fd)
 {

@@ -88,8 +88,7 @@ static void timer_arm(struct corio_task *t, struct corio_wait *w)
 {
 	struct io_uring_sqe *sqe = corio__loop_sqe(t->loop);
 
-	w->ts.tv_sec = (long long)(t->deadline_ns / CORIO_SEC(1));
-	w->ts.tv_nsec = (long long)(t->deadline_ns % CORIO_SEC(1));
+	corio__ts_from_ns(&w->ts, t->deadline_ns);
 	io_uring_prep_timeout(sqe, &w->ts, 0, IORING_TIMEOUT_ABS);
 	w->timer.fn = timer_cqe;
 	sqe->user_data = corio__handler_ud(&w->timer);

@@ -56,8 +56,7 @@ int corio_sleep(uint64_t ns)
 			flags = IORING_TIMEOUT_ABS;
 		}
 	}
-	w.ts.tv_sec = (long long)(ns / CORIO_SEC(1));
-	w.ts.tv_nsec = (long long)(ns % CORIO_SEC(1));
+	corio__ts_from_ns(&w.ts, ns);
 	sqe = corio__loop_sqe(t->loop);
 	io_uring_prep_timeout(sqe, &w.ts, 0, flags);
 	ret = corio__op_submit(t, &w, sqe, 0);
