@@ -174,6 +174,7 @@ struct corio_loop {
 	size_t stack_size;		/* default for spawns */
 	uint64_t next_id;
 	uint64_t now_ns;		/* CLOCK_MONOTONIC at the turn's start */
+	uint64_t trim_at;		/* next stack trim pass, or 0 */
 	uint64_t debug_slow_ns;		/* CORIO_DEBUG: warn past this, or 0 */
 	const void *sched_stack_bottom;	/* for ASan's fiber switches */
 	size_t sched_stack_size;
@@ -298,6 +299,7 @@ static inline int corio__op_check(struct corio_task *t, bool cancellable)
 /* stack.c */
 struct corio_task *corio__stack_get(struct corio_loop *loop, size_t size);
 void corio__stack_put(struct corio_task *t);
+void corio__stack_trim(struct corio_loop *loop);
 void corio__stack_pools_free(struct corio_loop *loop);
 void corio__stack_check(const struct corio_task *t);
 int corio__stack_overflow_init(void);

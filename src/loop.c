@@ -345,6 +345,18 @@ static void pump(struct corio_loop *loop)
 		enter(loop, true, &tick);
 		return;
 	}
+	/* An idle daemon still gives back the stacks of a past burst. */
+	if (corio_unlikely(idle && loop->trim_at)) {
+		uint64_t now = corio__time_coarse();
+
+		if (now >= loop->trim_at) {
+			enter(loop, false, NULL);	/* trim next turn */
+			return;
+		}
+		corio__ts_from_ns(&ts, loop->trim_at - now);
+		enter(loop, true, &ts);
+		return;
+	}
 	enter(loop, idle, NULL);
 }
 
@@ -370,6 +382,8 @@ static void run(struct corio_loop *loop)
 		/* Once per turn: what corio_dump measures waits against (a
 		 * coarse clock: 5 ns here, against 23 for the fine one). */
 		loop->now_ns = corio__time_coarse();
+		if (corio_unlikely(loop->trim_at && loop->now_ns >= loop->trim_at))
+			corio__stack_trim(loop);
 		/* Tasks woken or spawned from here on run next turn. */
 		loop->ready_head = loop->ready_tail = NULL;
 		while (t) {
