@@ -14,6 +14,7 @@
  */
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -336,12 +337,14 @@ static void pump(struct corio_loop *loop)
 	}
 	/*
 	 * valgrind holds its big lock across io_uring_enter, so a pool thread
-	 * could never run while the loop sleeps in the kernel: under it, wake
-	 * every 10 ms.  (Without valgrind this is one load and a branch.)
+	 * could never run while the loop sleeps in the kernel: under it, give
+	 * the lock away and wake every 10 ms.  (Without valgrind this is one
+	 * load and a branch.)
 	 */
 	if (corio_unlikely(idle && loop->under_valgrind)) {
 		struct __kernel_timespec tick = { .tv_nsec = 10000000 };
 
+		sched_yield();
 		enter(loop, true, &tick);
 		return;
 	}

@@ -101,6 +101,15 @@ static unsigned long mprotect_guards;	/* guarded by guard_lock */
 static pthread_mutex_t guard_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 
+static bool under_valgrind(void)
+{
+#if CORIO_HAVE_VALGRIND
+	return RUNNING_ON_VALGRIND != 0;
+#else
+	return false;
+#endif
+}
+
 static void probe(void)
 {
 	char *p;
@@ -115,7 +124,8 @@ static void probe(void)
 		struct iovec iov = { p + page_size, page_size };
 
 		guard_kind = GUARD_MADVISE;
-		if (syscall(SYS_process_madvise, PIDFD_SELF_THREAD, &iov, 1,
+		/* valgrind 3.19 does not know process_madvise and says so. */
+		if (!under_valgrind() && syscall(SYS_process_madvise, PIDFD_SELF_THREAD, &iov, 1,
 			    MADV_GUARD_INSTALL, 0) == (long)page_size)
 			guard_kind = GUARD_BATCHED;
 	}

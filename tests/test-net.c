@@ -11,7 +11,9 @@
  * when io_uring is unavailable.  Under valgrind the RLIMIT_NOFILE tests
  * skip, and so do the tests that need another thread to run while the
  * loop waits in io_uring_enter, if a probe shows that it cannot (valgrind
- * 3.19 keeps its lock during that syscall).
+ * 3.19 keeps its lock during that syscall; the loop gives it away with a
+ * sched_yield before each of its 10 ms waits under valgrind, so the probe
+ * should pass).
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -483,6 +485,7 @@ static int unix_path_main(void *arg)
 	CHECK(S_ISSOCK(st.st_mode));
 	CHECK_OK(exchange(lfd, &t, AF_UNIX));
 	/* The name is taken while the file exists, even once closed... */
+	/* errors: corio_listen.3 EADDRINUSE */
 	CHECK_EQ(corio_listen_unix(path, 16, 0), -EADDRINUSE);
 	CHECK_EQ(corio_close(lfd), 0);
 	CHECK_EQ(corio_listen_unix(path, 16, 0), -EADDRINUSE);
@@ -557,17 +560,22 @@ static int unix_errors_main(void *arg)
 	(void)arg;
 	memset(longpath, 'x', sizeof(longpath) - 1);
 	longpath[sizeof(longpath) - 1] = '\0';
+	/* errors: corio_listen.3 EINVAL */
 	CHECK_EQ(corio_listen_unix(NULL, 16, 0), -EINVAL);
+	/* errors: corio_listen.3 ENAMETOOLONG */
 	CHECK_EQ(corio_listen_unix("", 16, 0), -ENAMETOOLONG);
 	CHECK_EQ(corio_listen_unix(longpath, 16, 0), -ENAMETOOLONG);
 	CHECK_EQ(corio_listen_unix("@x", 16, CORIO_REUSEPORT), -EINVAL);
 	CHECK_EQ(corio_listen_unix("@x", 16, 0x100), -EINVAL);
+	/* errors: corio_dial.3 EINVAL */
 	CHECK_EQ(corio_dial_unix(NULL), -EINVAL);
+	/* errors: corio_dial.3 ENAMETOOLONG */
 	CHECK_EQ(corio_dial_unix(""), -ENAMETOOLONG);
 	CHECK_EQ(corio_dial_unix(longpath), -ENAMETOOLONG);
 
 	CHECK(mkdtemp(dir) != NULL);
 	snprintf(path, sizeof(path), "%s/sock", dir);
+	/* errors: corio_dial.3 ENOENT */
 	CHECK_EQ(corio_dial_unix(path), -ENOENT);
 	/* A socket file that is bound but not listening refuses. */
 	s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -592,6 +600,7 @@ static int refused_main(void *arg)
 {
 	int port = *(int *)arg, before = count_fds(getpid());
 
+	/* errors: corio_dial.3 ECONNREFUSED */
 	CHECK_EQ(corio_dial("127.0.0.1", port), -ECONNREFUSED);
 	/* The failed attempt's socket was closed. */
 	CHECK_EQ(count_fds(getpid()), before);
@@ -733,6 +742,7 @@ static int deadline_main(void *arg)
 	fd = corio_dial("127.0.0.1", f->port);
 	took = corio_now() - start;
 	corio_deadline(old);
+	/* errors: corio_dial.3 ETIMEDOUT */
 	CHECK_EQ(fd, -ETIMEDOUT);
 	CHECK(took >= CORIO_MSEC(190));
 	CHECK(took < CORIO_MSEC(200) + scaled(CORIO_MSEC(800)));
@@ -771,6 +781,7 @@ static int dial_cancel_main(void *arg)
 	CHECK(t != NULL);
 	CHECK_EQ(corio_sleep(CORIO_MSEC(50)), 0);
 	CHECK_EQ(corio_cancel(t), 0);
+	/* errors: corio_dial.3 ECANCELED */
 	CHECK_EQ(corio_join(t), -ECANCELED);
 	return 0;
 }
@@ -839,6 +850,22 @@ static void test_reuseport(void **state)
 	assert_int_equal(corio_run(reuseport_main, NULL), 0);
 }
 
+/* A host that is not an address of this machine: bind's -EADDRNOTAVAIL. */
+static int not_here_main(void *arg)
+{
+	(void)arg;
+	/* TEST-NET-1 (RFC 5737): never a local address. */
+	/* errors: corio_listen.3 EADDRNOTAVAIL */
+	CHECK_EQ(corio_listen("192.0.2.1", 0, 16, 0), -EADDRNOTAVAIL);
+	return 0;
+}
+
+static void test_listen_address_not_here(void **state)
+{
+	(void)state;
+	assert_int_equal(corio_run(not_here_main, NULL), 0);
+}
+
 static void test_outside_task(void **state)
 {
 	sigset_t set;
@@ -854,13 +881,17 @@ static void test_outside_task(void **state)
 	fd = corio_listen(NULL, 0, 16, 0);
 	assert_true(fd >= 0);
 	close(fd);
+	/* errors: corio_listen.3 EPERM */
 	assert_int_equal(corio_listen("localhost", 0, 16, 0), -EPERM);
+	/* errors: corio_dial.3 EPERM */
 	assert_int_equal(corio_dial("127.0.0.1", 80), -EPERM);
 	assert_int_equal(corio_dial("localhost", 80), -EPERM);
 	assert_int_equal(corio_dial_unix("@corio-test-none"), -EPERM);
+	/* errors: corio_run_blocking.3 EPERM */
 	assert_int_equal(corio_run_blocking(noop_main, NULL), -EPERM);
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);
+	/* errors: corio_signal_wait.3 EPERM */
 	assert_int_equal(corio_signal_wait(&set), -EPERM);
 }
 
@@ -904,12 +935,14 @@ static int accept_retry_main(void *arg)
 
 	/* Deadline and cancellation stop the wait. */
 	old = corio_timeout(CORIO_MSEC(50));
+	/* errors: corio_accept_retry.3 ETIMEDOUT */
 	CHECK_EQ(corio_accept_retry(lfd, NULL, NULL, 0), -ETIMEDOUT);
 	corio_deadline(old);
 	t = corio_spawn(accept_port, &lfd);
 	CHECK(t != NULL);
 	CHECK_EQ(corio_sleep(CORIO_MSEC(20)), 0);
 	CHECK_EQ(corio_cancel(t), 0);
+	/* errors: corio_accept_retry.3 ECANCELED */
 	CHECK_EQ(corio_join(t), -ECANCELED);
 
 	/* corio_close from another task: -EBADF. */
@@ -917,17 +950,26 @@ static int accept_retry_main(void *arg)
 	CHECK(t != NULL);
 	CHECK_EQ(corio_sleep(CORIO_MSEC(20)), 0);
 	CHECK_EQ(corio_close(lfd), 0);
+	/* errors: corio_accept_retry.3 EBADF */
 	CHECK_EQ(corio_join(t), -EBADF);
 
-	/* Not a listening socket, not a socket. */
+	/* Not a listening socket, not a socket, not a stream socket. */
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	CHECK(fd >= 0);
+	/* errors: corio_accept_retry.3 EINVAL */
 	CHECK_EQ(corio_accept_retry(fd, NULL, NULL, 0), -EINVAL);
 	close(fd);
 	CHECK_EQ(pipe2(p, O_CLOEXEC), 0);
+	/* errors: corio_accept_retry.3 ENOTSOCK */
 	CHECK_EQ(corio_accept_retry(p[0], NULL, NULL, 0), -ENOTSOCK);
 	close(p[0]);
 	close(p[1]);
+	/* A datagram socket cannot accept. */
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	CHECK(fd >= 0);
+	/* errors: corio_accept_retry.3 EOPNOTSUPP */
+	CHECK_EQ(corio_accept_retry(fd, NULL, NULL, 0), -EOPNOTSUPP);
+	close(fd);
 	CHECK_EQ(corio_accept_retry(-1, NULL, NULL, 0), -EBADF);
 	return 0;
 }
@@ -954,6 +996,7 @@ static void test_accept_retry_outside_task(void **state)
 	child_pid = fork();
 	assert_true(child_pid >= 0);
 	if (child_pid == 0)
+		/* errors: corio_accept_retry.3 EPERM */
 		_exit(corio_accept_retry(fd, NULL, NULL, 0) == -EPERM ? 0 : 1);
 	close(fd);
 	status = wait_child(scaled(CORIO_SEC(2)));
@@ -1365,6 +1408,7 @@ static int blocking_result_main(void *arg)
 	/* Negative results pass through. */
 	p.value = -ENOENT;
 	CHECK_EQ(corio_run_blocking(probe_fn, &p), -2 * ENOENT);
+	/* errors: corio_run_blocking.3 EINVAL */
 	CHECK_EQ(corio_run_blocking(NULL, &p), -EINVAL);
 	return 0;
 }
@@ -1801,10 +1845,12 @@ static int signal_stop_main(void *arg)
 	(void)arg;
 	sigemptyset(&w.set);
 	sigaddset(&w.set, SIGUSR1);
+	/* errors: corio_signal_wait.3 EINVAL */
 	CHECK_EQ(corio_signal_wait(NULL), -EINVAL);
 
 	old = corio_timeout(CORIO_MSEC(50));
 	start = corio_now();
+	/* errors: corio_signal_wait.3 ETIMEDOUT */
 	CHECK_EQ(corio_signal_wait(&w.set), -ETIMEDOUT);
 	CHECK(corio_now() - start >= CORIO_MSEC(45));
 	corio_deadline(old);
@@ -1814,6 +1860,7 @@ static int signal_stop_main(void *arg)
 	CHECK_EQ(corio_sleep(CORIO_MSEC(20)), 0);
 	CHECK_EQ(corio_cancel(t), 0);
 	CHECK_EQ(corio_join(t), 0);
+	/* errors: corio_signal_wait.3 ECANCELED */
 	CHECK_EQ(w.result, -ECANCELED);
 	/* Each wait's signalfd is closed. */
 	CHECK_EQ(count_fds(getpid()), fds);
@@ -2196,6 +2243,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_dial_cancel_full_backlog),
 		cmocka_unit_test(test_flags_and_ports_invalid),
 		cmocka_unit_test(test_reuseport),
+		cmocka_unit_test(test_listen_address_not_here),
 		cmocka_unit_test(test_outside_task),
 		cmocka_unit_test(test_accept_retry_basics),
 		cmocka_unit_test_teardown(test_accept_retry_outside_task,
