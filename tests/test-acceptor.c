@@ -171,11 +171,14 @@ static int wait_main(void *arg)
 
 	t = corio_spawn(take_task, &k);
 	assert_int_equal(corio_yield(), 0);
+	/* errors: corio_acceptor.3 EBUSY */
 	assert_int_equal(corio_acceptor_free(acc), -EBUSY);	/* a waiter */
 	assert_int_equal(corio_cancel(t), 0);
+	/* errors: corio_acceptor.3 ECANCELED */
 	assert_int_equal(corio_join(t), -ECANCELED);
 
 	old = corio_timeout(CORIO_MSEC(30));
+	/* errors: corio_acceptor.3 ETIMEDOUT */
 	assert_int_equal(corio_acceptor_accept(acc), -ETIMEDOUT);
 	corio_deadline(old);
 
@@ -193,6 +196,7 @@ static int wait_main(void *arg)
 	t = corio_spawn(take_task, &k);
 	assert_int_equal(corio_yield(), 0);
 	assert_int_equal(corio_close(lfd), 0);
+	/* errors: corio_acceptor.3 EBADF */
 	assert_int_equal(corio_join(t), -EBADF);
 	assert_int_equal(corio_acceptor_free(acc), 0);
 	assert_loop_clean();
@@ -210,6 +214,7 @@ static int errors_main(void *arg)
 	corio_acceptor *acc;
 
 	(void)arg;
+	/* errors: corio_acceptor.3 EINVAL */
 	assert_int_equal(corio_acceptor_new(-1, &acc), -EINVAL);
 	assert_int_equal(corio_acceptor_new(0, NULL), -EINVAL);
 	assert_int_equal(corio_acceptor_accept(NULL), -EINVAL);
@@ -223,8 +228,45 @@ static void test_acceptor_errors(void **state)
 	corio_acceptor *acc;
 
 	(void)state;
+	/* errors: corio_acceptor.3 EPERM */
 	assert_int_equal(corio_acceptor_new(3, &acc), -EPERM);
 	RUN(errors_main, NULL);
+}
+
+/*
+ * An fd that cannot accept: the kernel's error reaches the waiting task,
+ * -ENOTSOCK for a pipe, -EINVAL for a socket that does not listen; the
+ * acceptor is freed as usual.
+ */
+static int not_listening_main(void *arg)
+{
+	corio_acceptor *acc;
+	int p[2], fd;
+
+	(void)arg;
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	assert_int_equal(corio_acceptor_new(p[0], &acc), 0);
+	/* errors: corio_acceptor.3 ENOTSOCK */
+	assert_int_equal(corio_acceptor_accept(acc), -ENOTSOCK);
+	assert_int_equal(corio_acceptor_free(acc), 0);
+	close(p[0]);
+	close(p[1]);
+
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(corio_acceptor_new(fd, &acc), 0);
+	/* errors: corio_acceptor.3 EINVAL */
+	assert_int_equal(corio_acceptor_accept(acc), -EINVAL);
+	assert_int_equal(corio_acceptor_free(acc), 0);
+	close(fd);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_acceptor_not_listening(void **state)
+{
+	(void)state;
+	RUN(not_listening_main, NULL);
 }
 
 /* main returns with the multishot armed: corio_run still ends. */
@@ -379,6 +421,7 @@ int main(void)
 		CORIO_TEST(test_acceptor_queue_and_free),
 		CORIO_TEST(test_acceptor_cancel_deadline_close),
 		CORIO_TEST(test_acceptor_errors),
+		CORIO_TEST(test_acceptor_not_listening),
 		CORIO_TEST(test_acceptor_teardown),
 		CORIO_TEST(test_acceptor_emfile_backs_off),
 	};

@@ -48,6 +48,7 @@ static int cancel_sleep_main(void *arg)
 	assert_int_equal(corio_cancel(t), 0);
 	assert_int_equal(corio_join(t), 0);
 	assert_true(corio_now() - t0 < test_slack_ns(CORIO_SEC(5)));
+	/* errors: corio_sleep.3 ECANCELED */
 	assert_int_equal(p.ret, -ECANCELED);
 	assert_int_equal(p.second, -ECANCELED);
 	assert_loop_clean();
@@ -90,6 +91,7 @@ static int cancel_recv_main(void *arg)
 	yield_until(&p.parked);
 	assert_int_equal(corio_cancel(t), 0);
 	assert_int_equal(corio_join(t), 0);
+	/* errors: corio_read.3 ECANCELED */
 	assert_int_equal(p.ret, -ECANCELED);
 
 	assert_int_equal(corio_send(sv[1], "later", 5, 0), 5);
@@ -126,10 +128,13 @@ static int after_cancel_main(void *arg)
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 	assert_int_equal(corio_cancel(corio_self()), 0);
 	before = stats_now();
+	/* errors: corio_sleep.3 ECANCELED */
 	assert_int_equal(corio_sleep(CORIO_SEC(10)), -ECANCELED);
 	assert_int_equal(corio_sleep(0), -ECANCELED);
+	/* errors: corio_yield.3 ECANCELED */
 	assert_int_equal(corio_yield(), -ECANCELED);
 	assert_int_equal(corio_nop(), -ECANCELED);
+	/* errors: corio_read.3 ECANCELED */
 	assert_int_equal(corio_recv(sv[0], buf, sizeof(buf), 0), -ECANCELED);
 	assert_int_equal(corio_send(sv[1], "x", 1, 0), -ECANCELED);
 	assert_int_equal(corio_read(p[0], buf, sizeof(buf), 0), -ECANCELED);
@@ -138,6 +143,7 @@ static int after_cancel_main(void *arg)
 	assert_int_equal(corio_socket(AF_UNIX, SOCK_STREAM, 0, 0), -ECANCELED);
 	sqe = corio_sqe();
 	io_uring_prep_nop(sqe);
+	/* errors: corio_sqe.3 ECANCELED */
 	assert_int_equal(corio_await(sqe), -ECANCELED);
 	after = stats_now();
 	assert_int_equal(after.enters, before.enters);
@@ -248,6 +254,7 @@ static int cancel_twice_and_finished_main(void *arg)
 	t = corio_spawn(ret_arg, (void *)(intptr_t)4);
 	assert_non_null(t);
 	assert_int_equal(corio_yield(), 0);
+	/* errors: corio_cancel.3 ESRCH */
 	assert_int_equal(corio_cancel(t), -ESRCH);
 	assert_int_equal(corio_join(t), 4);
 
@@ -404,6 +411,7 @@ static void close_under(corio_fn fn, int fd, int submitted)
 	assert_int_equal(corio_close(fd), 0);
 	assert_false(fd_is_open(fd));
 	assert_int_equal(corio_join(t), 0);
+	/* errors: corio_read.3 EBADF */
 	assert_int_equal(p.ret, -EBADF);
 }
 

@@ -39,6 +39,7 @@ static int recv_deadline_main(void *arg)
 	t0 = corio_now();
 	old = corio_timeout(CORIO_MSEC(100));
 	assert_int_equal(old, 0);
+	/* errors: corio_read.3 ETIMEDOUT */
 	assert_int_equal(corio_recv(sv[0], buf, sizeof(buf), 0), -ETIMEDOUT);
 	assert_true(corio_now() - t0 >= CORIO_MSEC(100));
 	assert_true(corio_now() - t0 < test_slack_ns(CORIO_SEC(5)));
@@ -73,13 +74,17 @@ static int past_deadline_main(void *arg)
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 	assert_int_equal(corio_deadline(corio_now() - 1), 0);
 	before = stats_now();
+	/* errors: corio_read.3 ETIMEDOUT */
 	assert_int_equal(corio_write(p[1], "x", 1, 0), -ETIMEDOUT);
+	/* errors: corio_sleep.3 ETIMEDOUT */
 	assert_int_equal(corio_sleep(CORIO_SEC(10)), -ETIMEDOUT);
 	assert_int_equal(corio_nop(), -ETIMEDOUT);
+	/* errors: corio_yield.3 ETIMEDOUT */
 	assert_int_equal(corio_yield(), -ETIMEDOUT);
 	sqe = corio_sqe();
 	assert_non_null(sqe);
 	io_uring_prep_nop(sqe);
+	/* errors: corio_sqe.3 ETIMEDOUT */
 	assert_int_equal(corio_await(sqe), -ETIMEDOUT);
 	after = stats_now();
 	assert_int_equal(after.ops_in_flight, before.ops_in_flight);

@@ -76,7 +76,9 @@ static char *dump_string(void)
 static void test_dump_errors(void **state)
 {
 	(void)state;
+	/* errors: corio_dump.3 EINVAL */
 	assert_int_equal(corio_dump(NULL), -EINVAL);
+	/* errors: corio_dump.3 EPERM */
 	assert_int_equal(corio_dump(stderr), -EPERM);	/* no loop */
 }
 

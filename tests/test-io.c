@@ -56,6 +56,7 @@ static int nop_main(void *arg)
 	sqe->user_data = 0xdeadbeef;	/* overwritten by corio_await */
 	assert_int_equal(corio_await(sqe), 0);
 	assert_int_equal(corio_nop(), 0);
+	/* errors: corio_sqe.3 EINVAL */
 	assert_int_equal(corio_await(NULL), -EINVAL);
 	assert_loop_clean();
 	return 0;
@@ -68,8 +69,8 @@ static void test_nop_through_sqe_and_await(void **state)
 }
 
 /*
- * SQEs that an await cannot serve (multishot, CQE_SKIP_SUCCESS) get
- * -EINVAL and are never submitted; the ring stays usable.
+ * SQEs that an await cannot serve (multishot, CQE_SKIP_SUCCESS, a link)
+ * get -EINVAL and are never submitted; the ring stays usable.
  */
 static int unservable_main(void *arg)
 {
@@ -90,6 +91,16 @@ static int unservable_main(void *arg)
 	sqe = corio_sqe();
 	io_uring_prep_write(sqe, p[1], "x", 1, 0);
 	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	assert_int_equal(corio_await(sqe), -EINVAL);
+
+	/* A link would tie another task's next SQE to this one. */
+	sqe = corio_sqe();
+	io_uring_prep_write(sqe, p[1], "l", 1, 0);
+	sqe->flags |= IOSQE_IO_LINK;
+	assert_int_equal(corio_await(sqe), -EINVAL);
+	sqe = corio_sqe();
+	io_uring_prep_write(sqe, p[1], "h", 1, 0);
+	sqe->flags |= IOSQE_IO_HARDLINK;
 	assert_int_equal(corio_await(sqe), -EINVAL);
 
 	/* Not the last SQE handed out: it must not go out either. */
@@ -141,7 +152,60 @@ static void test_sqe_outside_task(void **state)
 	sqe = corio_sqe();
 	assert_non_null(sqe);
 	io_uring_prep_nop(sqe);
+	/* errors: corio_sqe.3 EPERM */
 	assert_int_equal(corio_await(sqe), -EPERM);
+}
+
+struct raw_recv {
+	int fd;
+	int parked;
+	int ret;
+	char buf[8];
+};
+
+/* A recv prepped by hand and awaited. */
+static int raw_recv(void *arg)
+{
+	struct raw_recv *r = arg;
+	struct io_uring_sqe *sqe = corio_sqe();
+
+	io_uring_prep_recv(sqe, r->fd, r->buf, sizeof(r->buf), 0);
+	r->parked = 1;
+	r->ret = corio_await(sqe);
+	return 0;
+}
+
+/*
+ * corio_close of the fd that a hand-prepped SQE waits on: its await gets
+ * -EBADF, as the wrappers' do.
+ */
+static int await_closed_main(void *arg)
+{
+	struct raw_recv r = { .ret = 1 };
+	corio_task *t;
+	int sv[2];
+
+	(void)arg;
+	socketpair_or_fail(sv);
+	r.fd = sv[0];
+	t = corio_spawn(raw_recv, &r);
+	assert_non_null(t);
+	yield_until(&r.parked);
+	assert_int_equal(corio_nop(), 0);	/* the recv is submitted */
+	assert_int_equal(r.ret, 1);
+	assert_int_equal(corio_close(sv[0]), 0);
+	assert_int_equal(corio_join(t), 0);
+	/* errors: corio_sqe.3 EBADF */
+	assert_int_equal(r.ret, -EBADF);
+	assert_int_equal(corio_close(sv[1]), 0);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_await_fd_closed_by_another_task(void **state)
+{
+	(void)state;
+	RUN(await_closed_main, NULL);
 }
 
 static void tmp_path(char *buf, size_t len, const char *what)
@@ -210,6 +274,7 @@ static int vec_main(void *arg)
 	assert_int_equal(corio_readv(fd, in, 2, 0), 11);
 	assert_memory_equal(a, "onet", 4);
 	assert_memory_equal(b, "wothree", 7);
+	/* errors: corio_read.3 EINVAL */
 	assert_int_equal(corio_readv(fd, in, -1, 0), -EINVAL);
 	assert_int_equal(corio_writev(fd, out, -1, 0), -EINVAL);
 	assert_int_equal(corio_close(fd), 0);
@@ -473,6 +538,7 @@ static int badfd_main(void *arg)
 	assert_int_equal(corio_statx(fd, "relative", 0, STATX_SIZE, &stx),
 			 -EBADF);
 	assert_int_equal(corio_openat(fd, "relative", O_RDONLY, 0), -EBADF);
+	/* errors: corio_close.3 EBADF */
 	assert_int_equal(corio_close(fd), -EBADF);
 	assert_false(fd_is_open(fd));
 
@@ -702,6 +768,7 @@ int main(void)
 		CORIO_TEST(test_nop_through_sqe_and_await),
 		CORIO_TEST(test_await_refuses_multishot_and_skip),
 		CORIO_TEST(test_sqe_outside_task),
+		CORIO_TEST(test_await_fd_closed_by_another_task),
 		CORIO_TEST(test_file_round_trip),
 		CORIO_TEST(test_readv_writev),
 		CORIO_TEST(test_send_recv_sendmsg_recvmsg),

@@ -199,10 +199,28 @@ static int set_flag(void *arg)
 }
 
 /*
- * In a child whose io_uring_setup fails with err: corio_run returns -err
- * without running main and prints exactly one line on stderr.
+ * RLIMIT_NOFILE at the lowest free fd: no new fd in this process from now
+ * on, so io_uring_setup fails with EMFILE.
  */
-static void refused_run(int err)
+static int no_fd_left(int err)
+{
+	struct rlimit rl;
+	int fd;
+
+	(void)err;
+	fd = fcntl(0, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0 || close(fd) < 0 || getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return -1;
+	rl.rlim_cur = (rlim_t)fd;
+	return setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+/*
+ * In a child where refuse(err) has made io_uring_setup fail with err:
+ * corio_run returns -err without running main and prints exactly one
+ * line on stderr.  refuse < 0: the child cannot, and the test skips.
+ */
+static void failed_setup(int err, int (*refuse)(int err))
 {
 	char out[4096];
 	size_t len = 0;
@@ -221,7 +239,7 @@ static void refused_run(int err)
 
 		if (dup2(pfd[1], STDERR_FILENO) < 0)
 			_exit(2);
-		if (refuse_io_uring(err) < 0)
+		if (refuse(err) < 0)
 			_exit(CHILD_SKIP);
 		ret = corio_run(set_flag, &flag);
 		if (ret != -err)
@@ -251,13 +269,31 @@ static void refused_run(int err)
 static void test_io_uring_enosys(void **state)
 {
 	(void)state;
-	refused_run(ENOSYS);
+	/* errors: corio_run.3 ENOSYS */
+	failed_setup(ENOSYS, refuse_io_uring);
 }
 
 static void test_io_uring_eperm(void **state)
 {
 	(void)state;
-	refused_run(EPERM);
+	/* errors: corio_run.3 EPERM */
+	failed_setup(EPERM, refuse_io_uring);
+}
+
+/* Any other error of io_uring_setup is passed on the same way. */
+static void test_io_uring_enomem(void **state)
+{
+	(void)state;
+	/* errors: corio_run.3 ENOMEM */
+	failed_setup(ENOMEM, refuse_io_uring);
+}
+
+/* Out of fds: io_uring_setup's own -EMFILE, no seccomp needed. */
+static void test_io_uring_emfile(void **state)
+{
+	(void)state;
+	/* errors: corio_run.3 EMFILE */
+	failed_setup(EMFILE, no_fd_left);
 }
 
 static int short_main(void *arg)
@@ -437,6 +473,7 @@ static int oom_main(void *arg)
 	}
 	if (n == OOM_MAX)
 		return -4;	/* never ran out */
+	/* errors: corio_spawn.3 ENOMEM */
 	if (err != ENOMEM)
 		return -5;
 	if (n == 0)
@@ -530,6 +567,8 @@ int main(void)
 		CORIO_TEST(test_yielding_does_not_starve_io),
 		CORIO_TEST(test_io_uring_enosys),
 		CORIO_TEST(test_io_uring_eperm),
+		CORIO_TEST(test_io_uring_enomem),
+		CORIO_TEST(test_io_uring_emfile),
 		CORIO_TEST(test_1000_runs_leak_no_fd),
 		CORIO_TEST(test_fork_from_task),
 		CORIO_TEST(test_spawn_out_of_memory),

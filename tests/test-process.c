@@ -102,6 +102,7 @@ static int exit_codes_main(void *arg)
 	assert_exited(status, 1);
 	/* Later waits give the same status at once; the child is gone. */
 	assert_int_equal(corio_process_wait(p), status);
+	/* errors: corio_process.3 ESRCH */
 	assert_int_equal(corio_process_kill(p, SIGTERM), -ESRCH);
 	assert_true(reaped_for_good(corio_process_pid(p)));
 	assert_int_equal(corio_process_free(p), 0);
@@ -496,6 +497,7 @@ static void test_spawn_errors(void **state)
 	int before = fd_count(), fd;
 
 	(void)state;
+	/* errors: corio_process.3 ENOENT */
 	assert_int_equal(corio_process_spawn(missing[0], missing, NULL, all,
 					     &p), -ENOENT);
 	assert_null(p);
@@ -509,10 +511,12 @@ static void test_spawn_errors(void **state)
 	assert_int_equal(write(fd, "\x7f\x01\x02garbage\n", 11), 11);
 	assert_int_equal(close(fd), 0);
 	assert_int_equal(chmod(plain, 0644), 0);
+	/* errors: corio_process.3 EACCES */
 	assert_int_equal(corio_process_spawn(plain, plain_argv, NULL, all,
 					     &p), -EACCES);
 	/* Executable but no format the kernel knows, and no "#!". */
 	assert_int_equal(chmod(plain, 0755), 0);
+	/* errors: corio_process.3 ENOEXEC */
 	assert_int_equal(corio_process_spawn(plain, plain_argv, NULL, all,
 					     &p), -ENOEXEC);
 	assert_null(p);
@@ -563,6 +567,7 @@ static void test_spawn_out_of_fds(void **state)
 			before = open_below(64);
 			ret = corio_process_spawn("true", argv, NULL, all, &p);
 			if (k < 6) {
+				/* errors: corio_process.3 EMFILE */
 				CHILD_CHECK(ret == -EMFILE);
 				CHILD_CHECK(p == NULL);
 				CHILD_CHECK(open_below(64) == before);
@@ -590,6 +595,7 @@ static void test_invalid_arguments(void **state)
 	corio_process *p = (corio_process *)1;
 
 	(void)state;
+	/* errors: corio_process.3 EINVAL */
 	assert_int_equal(corio_process_spawn(NULL, argv, NULL, 0, &p),
 			 -EINVAL);
 	assert_null(p);
@@ -627,6 +633,7 @@ static void test_outside_a_task(void **state)
 	(void)state;
 	p = spawn(argv, 0);
 	pid = corio_process_pid(p);
+	/* errors: corio_process.3 EPERM */
 	assert_int_equal(corio_process_wait(p), -EPERM);
 	assert_true(running(pid));
 	assert_int_equal(corio_process_kill(p, 0), 0);
@@ -649,6 +656,7 @@ static int deadline_main(void *arg)
 	pid = corio_process_pid(p);
 	t0 = mono_ns();
 	old = corio_timeout(CORIO_MSEC(100));
+	/* errors: corio_process.3 ETIMEDOUT */
 	assert_int_equal(corio_process_wait(p), -ETIMEDOUT);
 	corio_deadline(old);
 	dt = mono_ns() - t0;
@@ -706,6 +714,7 @@ static int cancel_main(void *arg)
 	yield_until(&w.started);
 	assert_int_equal(stats_now().ops_in_flight, 1);
 	assert_int_equal(corio_cancel(t), 0);
+	/* errors: corio_process.3 ECANCELED */
 	assert_int_equal(corio_join(t), -ECANCELED);
 	assert_true(running(pid));
 	t0 = mono_ns();
@@ -720,6 +729,79 @@ static void test_wait_cancelled(void **state)
 {
 	(void)state;
 	RUN(cancel_main, NULL);
+}
+
+/*
+ * A child that someone else reaped (corio_process(3), NOTES): the wait
+ * says -ECHILD at once, and free does not wait for it.
+ */
+static int reaped_elsewhere_main(void *arg)
+{
+	char *argv[] = { "true", NULL };
+	corio_process *p;
+	int status;
+	pid_t pid;
+
+	(void)arg;
+	p = spawn(argv, 0);
+	pid = corio_process_pid(p);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_exited(status, 0);
+	/* errors: corio_process.3 ECHILD */
+	assert_int_equal(corio_process_wait(p), -ECHILD);
+	assert_int_equal(corio_process_free(p), 0);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_wait_reaped_elsewhere(void **state)
+{
+	(void)state;
+	RUN(reaped_elsewhere_main, NULL);
+}
+
+/*
+ * A caller that may not signal its child gets -EPERM.  Root may signal
+ * anything, so a fork child of root spawns, then takes another user ID
+ * (root stays its saved one, to get it back and free the child).
+ */
+static void test_kill_not_permitted(void **state)
+{
+	int status;
+	pid_t pid;
+
+	(void)state;
+	if (geteuid() != 0) {
+		print_message("skipped: needs root, to run a child that its "
+			      "caller may not signal\n");
+		skip();
+	}
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char *argv[] = { "sleep", "5", NULL };
+		corio_process *p = NULL;
+
+		CHILD_CHECK(corio_process_spawn("sleep", argv, NULL, 0,
+						&p) == 0);
+		if (setresuid(65534, 65534, 0) < 0) {
+			corio_process_free(p);
+			_exit(77);	/* no user 65534 here */
+		}
+		/* errors: corio_process.3 EPERM */
+		CHILD_CHECK(corio_process_kill(p, SIGTERM) == -EPERM);
+		CHILD_CHECK(setresuid(0, 0, 0) == 0);
+		CHILD_CHECK(corio_process_kill(p, SIGTERM) == 0);
+		CHILD_CHECK(corio_process_free(p) == 0);
+		_exit(0);
+	}
+	status = child_wait(pid);
+	if (status == 77) {
+		print_message("skipped: root cannot take user ID 65534 here\n");
+		skip();
+	}
+	assert_int_equal(status, 0);
 }
 
 /* Several tasks may wait for one child: each gets its status. */
@@ -1084,6 +1166,8 @@ int main(int argc, char **argv)
 		CORIO_TEST(test_outside_a_task),
 		CORIO_TEST(test_wait_deadline),
 		CORIO_TEST(test_wait_cancelled),
+		CORIO_TEST(test_wait_reaped_elsewhere),
+		CORIO_TEST(test_kill_not_permitted),
 		CORIO_TEST(test_several_waiters),
 		CORIO_TEST(test_many_children),
 		CORIO_TEST(test_fds_close_on_exec),

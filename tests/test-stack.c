@@ -42,7 +42,7 @@ static long maps_count(void)
 /* Memory figures mean nothing under ASan's shadow memory or valgrind. */
 static bool memory_measurable(void)
 {
-	return !CORIO_ASAN && !getenv("CORIO_TEST_WRAPPER");
+	return !CORIO_ASAN && !UNDER_VALGRIND() && !getenv("CORIO_TEST_WRAPPER");
 }
 
 static int recurse(int depth)

@@ -114,6 +114,7 @@ static int invalid_main(void *arg)
 
 	(void)arg;
 	socketpair_or_fail(sv);
+	/* errors: corio_stream.3 EINVAL */
 	assert_int_equal(corio_stream_new(-1, 0, &s), -EINVAL);
 	assert_int_equal(corio_stream_new(sv[0], 0, NULL), -EINVAL);
 	assert_int_equal(corio_stream_new(sv[0], 15, &s), -EINVAL);
@@ -152,6 +153,7 @@ static int invalid_main(void *arg)
 	assert_int_equal(corio_stream_flush(s), 0);
 
 	/* A delimiter that cannot fit: -EMSGSIZE at once, without data. */
+	/* errors: corio_stream.3 EMSGSIZE */
 	assert_int_equal(corio_stream_readline(s, buf, 0), -EMSGSIZE);
 	assert_int_equal(corio_stream_readuntil(s, "abc", 3, buf, 2),
 			 -EMSGSIZE);
@@ -183,6 +185,7 @@ static void test_outside_a_task(void **state)
 	(void)state;
 	socketpair_or_fail(sv);
 	s = stream_or_fail(sv[0], 0);
+	/* errors: corio_stream.3 EPERM */
 	assert_int_equal(corio_stream_read(s, buf, sizeof(buf)), -EPERM);
 	assert_int_equal(corio_stream_write(s, "ab", 2), 2);
 	assert_int_equal(corio_stream_flush(s), -EPERM);
@@ -385,6 +388,7 @@ static int readexactly_main(void *arg)
 	assert_int_equal(corio_stream_readexactly(s, buf, 1), 1);
 	assert_memory_equal(buf, "z", 1);
 	/* 10 bytes left, 16 asked: -ENODATA, the 10 stay readable. */
+	/* errors: corio_stream.3 ENODATA */
 	assert_int_equal(corio_stream_readexactly(s, buf, 16), -ENODATA);
 	assert_int_equal(corio_stream_readexactly(s, buf, 11), -ENODATA);
 	assert_int_equal(corio_stream_readexactly(s, buf, 10), 10);
@@ -775,6 +779,7 @@ static int peer_gone_main(void *arg)
 	s = stream_or_fail(sv[0], 0);
 	assert_int_equal(corio_close(sv[1]), 0);
 	assert_int_equal(corio_stream_write(s, "x", 1), 1);
+	/* errors: corio_stream.3 EPIPE */
 	assert_int_equal(corio_stream_flush(s), -EPIPE);
 	/* The unwritten byte is still buffered: close reports it. */
 	assert_int_equal(corio_stream_close(s), -EPIPE);
@@ -792,6 +797,7 @@ static int peer_gone_main(void *arg)
 	assert_int_equal(corio_close(p[0]), 0);
 	assert_int_equal(corio_close(p[1]), 0);
 	s = stream_or_fail(p[0], 0);
+	/* errors: corio_stream.3 EBADF */
 	assert_int_equal(corio_stream_read(s, buf, sizeof(buf)), -EBADF);
 	assert_int_equal(corio_stream_readline(s, buf, sizeof(buf)), -EBADF);
 	corio_stream_free(s);
@@ -803,6 +809,44 @@ static void test_peer_gone_epipe(void **state)
 {
 	(void)state;
 	RUN(peer_gone_main, NULL);
+}
+
+/*
+ * The read side's I/O error passes through: a pty master whose slave was
+ * opened and closed again reads -EIO (Linux), and so does the stream.
+ */
+static int pty_eio_main(void *arg)
+{
+	int master = *(int *)arg, slave;
+	char buf[16];
+	corio_stream *s;
+
+	slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+	assert_true(slave >= 0);
+	assert_int_equal(close(slave), 0);
+	s = stream_or_fail(master, 0);
+	/* errors: corio_stream.3 EIO */
+	assert_int_equal(corio_stream_read(s, buf, sizeof(buf)), -EIO);
+	assert_int_equal(corio_stream_readline(s, buf, sizeof(buf)), -EIO);
+	assert_int_equal(corio_stream_close(s), 0);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_pty_hangup_eio(void **state)
+{
+	int master;
+
+	(void)state;
+	master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0) {
+		print_message("skipped: no pseudo-terminal (%s)\n",
+			      strerror(errno));
+		if (master >= 0)
+			close(master);
+		skip();
+	}
+	RUN(pty_eio_main, &master);
 }
 
 static int local_port(int fd)
@@ -903,6 +947,7 @@ static int reset_main(void *arg)
 	assert_int_equal(setsockopt(afd, SOL_SOCKET, SO_LINGER, &lg,
 				    sizeof(lg)), 0);
 	assert_int_equal(corio_close(afd), 0);
+	/* errors: corio_stream.3 ECONNRESET */
 	assert_int_equal(corio_stream_readline(s, buf, sizeof(buf)),
 			 -ECONNRESET);
 	assert_int_equal(corio_stream_write(s, "x", 1), 1);
@@ -964,6 +1009,7 @@ static int cancel_readline_main(void *arg)
 	assert_int_equal(b.ret, 1);	/* still blocked */
 	assert_int_equal(corio_cancel(t), 0);
 	assert_int_equal(corio_join(t), 0);
+	/* errors: corio_stream.3 ECANCELED */
 	assert_int_equal(b.ret, -ECANCELED);
 
 	assert_int_equal(send_all(sv[1], "lo\nworld\n", 9), 9);
@@ -1004,6 +1050,7 @@ static int deadline_main(void *arg)
 
 	old = corio_timeout(CORIO_MSEC(20));
 	t0 = corio_now();
+	/* errors: corio_stream.3 ETIMEDOUT */
 	assert_int_equal(corio_stream_readline(s, buf, sizeof(buf)),
 			 -ETIMEDOUT);
 	took = corio_now() - t0;
@@ -1127,6 +1174,7 @@ int main(void)
 		CORIO_TEST(test_close_flushes),
 		CORIO_TEST(test_close_in_cancelled_task_still_closes),
 		CORIO_TEST(test_peer_gone_epipe),
+		CORIO_TEST(test_pty_hangup_eio),
 		CORIO_TEST(test_over_listen_dial_accept),
 		CORIO_TEST(test_peer_reset_econnreset),
 		CORIO_TEST(test_cancel_blocked_readline_keeps_stream),

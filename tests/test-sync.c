@@ -300,6 +300,12 @@ static int kind_cancel_main(void *arg)
 	assert_int_equal(corio_cancel(t), 0);
 	assert_int_equal(corio_join(t), 0);
 	assert_true(corio_now() - t0 < test_slack_ns(CORIO_SEC(1)));
+	/* errors: corio_event.3 ECANCELED */
+	/* errors: corio_mutex.3 ECANCELED */
+	/* errors: corio_sem.3 ECANCELED */
+	/* errors: corio_cond.3 ECANCELED */
+	/* errors: corio_queue.3 ECANCELED */
+	/* errors: corio_group.3 ECANCELED */
 	assert_int_equal(w.ret, -ECANCELED);
 	if (k == K_COND)
 		assert_true(w.cond_held);
@@ -330,6 +336,12 @@ static int kind_deadline_main(void *arg)
 	t = corio_spawn(waiter_fn, &w);
 	assert_non_null(t);
 	assert_int_equal(corio_join(t), 0);
+	/* errors: corio_event.3 ETIMEDOUT */
+	/* errors: corio_mutex.3 ETIMEDOUT */
+	/* errors: corio_sem.3 ETIMEDOUT */
+	/* errors: corio_cond.3 ETIMEDOUT */
+	/* errors: corio_queue.3 ETIMEDOUT */
+	/* errors: corio_group.3 ETIMEDOUT */
 	assert_int_equal(w.ret, -ETIMEDOUT);
 	assert_true(w.took >= CORIO_MSEC(30));
 	assert_true(w.took < test_slack_ns(CORIO_SEC(2)));
@@ -533,7 +545,8 @@ static int no_spin_main(void *arg)
 	assert_int_equal(corio_yield(), 0);
 	turns0 = turns_now();
 	assert_int_equal(corio_sleep(CORIO_MSEC(50)), 0);
-	assert_true(turns_now() - turns0 <= 3);
+	/* Under valgrind an idle loop wakes every 10 ms (see pump()). */
+	assert_true(turns_now() - turns0 <= (UNDER_VALGRIND() ? 3 + 6 : 3));
 	for (k = 0; k < NR_KINDS; k++) {
 		assert_int_equal(w[k].ret, 1);
 		assert_int_equal(corio_cancel(t[k]), 0);
@@ -573,15 +586,21 @@ static void test_waits_outside_a_task(void **state)
 	assert_int_equal(corio_queue_new(1, &q), 0);
 	assert_int_equal(corio_group_new(&g), 0);
 
+	/* errors: corio_event.3 EPERM */
 	assert_int_equal(corio_event_wait(ev), -EPERM);
+	/* errors: corio_mutex.3 EPERM */
 	assert_int_equal(corio_mutex_lock(mu), -EPERM);
 	assert_int_equal(corio_mutex_trylock(mu), -EPERM);
 	assert_int_equal(corio_mutex_unlock(mu), -EPERM);
+	/* errors: corio_sem.3 EPERM */
 	assert_int_equal(corio_sem_acquire(sem), -EPERM);
 	assert_int_equal(corio_sem_acquire(sem1), -EPERM);
 	assert_int_equal(corio_sem_tryacquire(sem1), -EPERM);
+	/* errors: corio_cond.3 EPERM */
 	assert_int_equal(corio_cond_wait(cond, mu), -EPERM);
+	/* errors: corio_queue.3 EPERM */
 	assert_int_equal(corio_queue_get(q, &item), -EPERM);
+	/* errors: corio_group.3 EPERM */
 	assert_int_equal(corio_group_wait(g), -EPERM);
 	assert_int_equal(corio_group_wait_any(g, &t, NULL), -EPERM);
 	errno = 0;
@@ -623,6 +642,7 @@ static void test_null_objects(void **state)
 	int res;
 
 	(void)state;
+	/* errors: corio_event.3 EINVAL */
 	assert_int_equal(corio_event_new(NULL), -EINVAL);
 	assert_int_equal(corio_event_set(NULL), -EINVAL);
 	assert_int_equal(corio_event_clear(NULL), -EINVAL);
@@ -630,24 +650,28 @@ static void test_null_objects(void **state)
 	assert_int_equal(corio_event_wait(NULL), -EINVAL);
 	assert_int_equal(corio_event_free(NULL), 0);
 
+	/* errors: corio_mutex.3 EINVAL */
 	assert_int_equal(corio_mutex_new(NULL), -EINVAL);
 	assert_int_equal(corio_mutex_lock(NULL), -EINVAL);
 	assert_int_equal(corio_mutex_trylock(NULL), -EINVAL);
 	assert_int_equal(corio_mutex_unlock(NULL), -EINVAL);
 	assert_int_equal(corio_mutex_free(NULL), 0);
 
+	/* errors: corio_sem.3 EINVAL */
 	assert_int_equal(corio_sem_new(1, NULL), -EINVAL);
 	assert_int_equal(corio_sem_acquire(NULL), -EINVAL);
 	assert_int_equal(corio_sem_tryacquire(NULL), -EINVAL);
 	assert_int_equal(corio_sem_release(NULL), -EINVAL);
 	assert_int_equal(corio_sem_free(NULL), 0);
 
+	/* errors: corio_cond.3 EINVAL */
 	assert_int_equal(corio_cond_new(NULL), -EINVAL);
 	assert_int_equal(corio_cond_wait(NULL, NULL), -EINVAL);
 	assert_int_equal(corio_cond_signal(NULL), -EINVAL);
 	assert_int_equal(corio_cond_broadcast(NULL), -EINVAL);
 	assert_int_equal(corio_cond_free(NULL), 0);
 
+	/* errors: corio_queue.3 EINVAL */
 	assert_int_equal(corio_queue_new(1, NULL), -EINVAL);
 	assert_int_equal(corio_queue_put(NULL, &item_a), -EINVAL);
 	assert_int_equal(corio_queue_tryput(NULL, &item_a), -EINVAL);
@@ -657,6 +681,7 @@ static void test_null_objects(void **state)
 	assert_int_equal(corio_queue_len(NULL), 0);
 	assert_int_equal(corio_queue_free(NULL), 0);
 
+	/* errors: corio_group.3 EINVAL */
 	assert_int_equal(corio_group_new(NULL), -EINVAL);
 	errno = 0;
 	assert_null(corio_group_spawn(NULL, member_wait, NULL));
@@ -693,6 +718,7 @@ static int null_in_task_main(void *arg)
 	assert_null(corio_group_spawn(g, NULL, NULL));
 	assert_int_equal(errno, EINVAL);
 	/* The failed spawn left the group empty. */
+	/* errors: corio_group.3 ENOENT */
 	assert_int_equal(corio_group_wait_any(g, &t, &res), -ENOENT);
 	assert_int_equal(corio_mutex_unlock(mu), 0);
 	assert_int_equal(corio_mutex_free(mu), 0);
@@ -791,6 +817,7 @@ static int event_wakes_all_main(void *arg)
 	assert_int_equal(corio_yield(), 0);
 	assert_int_equal(corio_yield(), 0);
 	assert_int_equal(log_len, 0);
+	/* errors: corio_event.3 EBUSY */
 	assert_int_equal(corio_event_free(ev), -EBUSY);
 	assert_int_equal(corio_event_set(ev), 0);
 	assert_int_equal(log_len, 0);	/* set does not switch */
@@ -897,6 +924,7 @@ static int mutex_other(void *arg)
 {
 	corio_mutex *mu = arg;
 
+	/* errors: corio_mutex.3 EBUSY */
 	assert_int_equal(corio_mutex_trylock(mu), -EBUSY);
 	assert_int_equal(corio_mutex_unlock(mu), -EPERM);
 	return 0;
@@ -912,6 +940,7 @@ static int mutex_basics_main(void *arg)
 	assert_int_equal(corio_mutex_unlock(mu), -EPERM);	/* not held */
 	assert_int_equal(corio_mutex_trylock(mu), 0);
 	assert_int_equal(corio_mutex_trylock(mu), -EDEADLK);
+	/* errors: corio_mutex.3 EDEADLK */
 	assert_int_equal(corio_mutex_lock(mu), -EDEADLK);
 	assert_int_equal(corio_mutex_free(mu), -EBUSY);		/* held */
 	t = corio_spawn(mutex_other, mu);
@@ -1224,6 +1253,7 @@ static int sem_basics_main(void *arg)
 	assert_int_equal(corio_sem_new(3, &sem), 0);
 	for (i = 0; i < 3; i++)
 		assert_int_equal(corio_sem_tryacquire(sem), 0);
+	/* errors: corio_sem.3 EAGAIN */
 	assert_int_equal(corio_sem_tryacquire(sem), -EAGAIN);
 	assert_int_equal(corio_sem_release(sem), 0);
 	assert_int_equal(corio_sem_acquire(sem), 0);
@@ -1237,6 +1267,7 @@ static int sem_basics_main(void *arg)
 
 	/* The count is an unsigned int and does not wrap. */
 	assert_int_equal(corio_sem_new(UINT_MAX, &sem), 0);
+	/* errors: corio_sem.3 EOVERFLOW */
 	assert_int_equal(corio_sem_release(sem), -EOVERFLOW);
 	assert_int_equal(corio_sem_tryacquire(sem), 0);
 	assert_int_equal(corio_sem_release(sem), 0);
@@ -1283,6 +1314,7 @@ static int sem_fifo_main(void *arg)
 		assert_non_null(t[i]);
 	}
 	assert_int_equal(corio_yield(), 0);
+	/* errors: corio_sem.3 EBUSY */
 	assert_int_equal(corio_sem_free(sem), -EBUSY);
 	assert_int_equal(corio_sem_release(sem), 0);
 	assert_int_equal(corio_sem_tryacquire(sem), -EAGAIN);
@@ -1503,6 +1535,7 @@ static int cond_signal_main(void *arg)
 		assert_non_null(t[i]);
 	}
 	yield_until(&c[3].parked);
+	/* errors: corio_cond.3 EBUSY */
 	assert_int_equal(corio_cond_free(cond), -EBUSY);
 	/* All four released the mutex while waiting. */
 	assert_int_equal(corio_mutex_lock(mu), 0);
@@ -1719,6 +1752,7 @@ static void test_queue_new(void **state)
 	if (!CORIO_ASAN && !UNDER_VALGRIND()) {
 		/* Allowed, but too big to allocate (ASan would abort,
 		 * valgrind complain). */
+		/* errors: corio_queue.3 ENOMEM */
 		assert_int_equal(corio_queue_new(SIZE_MAX / sizeof(void *),
 						 &q), -ENOMEM);
 		assert_null(q);
@@ -1738,6 +1772,7 @@ static int queue_try_main(void *arg)
 
 	(void)arg;
 	assert_int_equal(corio_queue_new(3, &q), 0);
+	/* errors: corio_queue.3 EAGAIN */
 	assert_int_equal(corio_queue_tryget(q, &item), -EAGAIN);
 	assert_ptr_equal(item, &item_d);	/* untouched */
 	assert_int_equal(corio_queue_tryput(q, &item_a), 0);
@@ -1824,6 +1859,7 @@ static int queue_getters_main(void *arg)
 		assert_non_null(t[i]);
 	}
 	assert_int_equal(corio_yield(), 0);
+	/* errors: corio_queue.3 EBUSY */
 	assert_int_equal(corio_queue_free(q), -EBUSY);
 	for (i = 0; i < 3; i++) {
 		assert_int_equal(corio_queue_tryput(q, items[i]), 0);
@@ -1988,6 +2024,7 @@ static int queue_close_main(void *arg)
 		assert_ptr_equal(g[i].item, &item_d);	/* untouched */
 	}
 	assert_string_equal(log_buf, "ab");
+	/* errors: corio_queue.3 EPIPE */
 	assert_int_equal(corio_queue_get(q, &item), -EPIPE);
 	assert_int_equal(corio_queue_tryget(q, &item), -EPIPE);
 	assert_int_equal(corio_queue_put(q, &item_a), -EPIPE);
@@ -2367,6 +2404,7 @@ static int group_waiter_cancel_main(void *arg)
 		if (!pass) {
 			assert_int_equal(w.ret, 1);
 			/* A second waiter is refused, the group not freed. */
+			/* errors: corio_group.3 EBUSY */
 			assert_int_equal(corio_group_wait(g), -EBUSY);
 			assert_int_equal(corio_group_free(g), -EBUSY);
 			assert_int_equal(corio_cancel(t), 0);

@@ -303,6 +303,7 @@ static void test_self(void **state)
 {
 	(void)state;
 	errno = 0;
+	/* errors: corio_self.3 EPERM */
 	assert_null(corio_self());
 	assert_int_equal(errno, EPERM);
 	RUN(self_main, NULL);
@@ -318,9 +319,12 @@ static int misuse_main(void *arg)
 	corio_task *t, *j;
 
 	(void)arg;
+	/* errors: corio_join.3 EINVAL */
 	assert_int_equal(corio_join(NULL), -EINVAL);
+	/* errors: corio_cancel.3 EINVAL */
 	assert_int_equal(corio_cancel(NULL), -EINVAL);
 	corio_detach(NULL);
+	/* errors: corio_join.3 EDEADLK */
 	assert_int_equal(corio_join(corio_self()), -EDEADLK);
 
 	/* A second joiner is refused; the first one gets the result. */
@@ -343,8 +347,10 @@ static int misuse_main(void *arg)
 
 	/* Spawn arguments. */
 	errno = 0;
+	/* errors: corio_spawn.3 EINVAL */
 	assert_null(corio_spawn(NULL, NULL));
 	assert_int_equal(errno, EINVAL);
+	/* errors: corio_stats.3 EINVAL */
 	assert_int_equal(corio_stats(NULL), -EINVAL);
 	assert_loop_clean();
 	return 0;
@@ -367,6 +373,7 @@ static int nested_run_main(void *arg)
 	int ran = 0;
 
 	(void)arg;
+	/* errors: corio_run.3 EBUSY */
 	assert_int_equal(corio_run(must_not_run, &ran), -EBUSY);
 	assert_false(ran);
 	assert_loop_clean();
@@ -384,25 +391,35 @@ static void test_calls_outside_loop(void **state)
 
 	(void)state;
 	errno = 0;
+	/* errors: corio_spawn.3 EPERM */
 	assert_null(corio_spawn(must_not_run, &ran));
 	assert_int_equal(errno, EPERM);
 	errno = 0;
 	assert_null(corio_spawn_ex(must_not_run, &ran, &attr));
 	assert_int_equal(errno, EPERM);
+	/* errors: corio_yield.3 EPERM */
 	assert_int_equal(corio_yield(), -EPERM);
+	/* errors: corio_sleep.3 EPERM */
 	assert_int_equal(corio_sleep(CORIO_SEC(10)), -EPERM);
 	assert_int_equal(corio_sleep(0), -EPERM);
+	/* errors: corio_join.3 EPERM */
 	assert_int_equal(corio_join(bogus), -EPERM);
+	/* errors: corio_cancel.3 EPERM */
 	assert_int_equal(corio_cancel(bogus), -EPERM);
 	corio_detach(bogus);
 	assert_int_equal(corio_nop(), -EPERM);
+	/* errors: corio_read.3 EPERM */
 	assert_int_equal(corio_read(0, buf, sizeof(buf), 0), -EPERM);
+	/* errors: corio_close.3 EPERM */
 	assert_int_equal(corio_close(-1), -EPERM);
+	/* errors: corio_shield.3 EPERM */
 	assert_int_equal(corio_shield(1), -EPERM);
+	/* errors: corio_stats.3 EPERM */
 	assert_int_equal(corio_stats(&st), -EPERM);
 	assert_int_equal(corio_deadline(1), 0);
 	assert_int_equal(corio_timeout(1), 0);
 	assert_true(corio_now() > 0);
+	/* errors: corio_run.3 EINVAL */
 	assert_int_equal(corio_run(NULL, NULL), -EINVAL);
 	assert_false(ran);
 	RUN(nested_run_main, NULL);
@@ -850,6 +867,7 @@ static void test_stack_size(void **state)
 	assert_int_equal(corio_stack_size(128 * 1024), d0);
 	assert_int_equal(corio_stack_size(0), 128 * 1024);
 	assert_int_equal(corio_stack_size(CORIO_STACK_MIN - 1), -EINVAL);
+	/* errors: corio_stack_size.3 EINVAL */
 	assert_int_equal(corio_stack_size((size_t)CORIO_STACK_MAX + 1),
 			 -EINVAL);
 	assert_int_equal(corio_stack_size(0), 128 * 1024);
