@@ -275,6 +275,11 @@ void corio__dump_slow(struct corio_loop *loop, struct corio_task *t,
 		      uint64_t started_ns);
 uint64_t corio__dump_slow_ns(void);
 
+/* env.c: 0, or -EINVAL for anything but digits (and K or M) in range. */
+int corio__parse_size(const char *s, uint64_t min, uint64_t max,
+		      uint64_t *out);
+int corio__parse_ms(const char *s, uint64_t *out_ns);
+
 /* time.c */
 uint64_t corio__time_now(void);
 uint64_t corio__time_coarse(void);

@@ -18,18 +18,16 @@ uint64_t corio__dump_slow_ns(void)
 {
 	const char *on = getenv("CORIO_DEBUG");
 	const char *ms = getenv("CORIO_DEBUG_SLOW_MS");
-	unsigned long v = DEBUG_SLOW_MS_DEFAULT;
+	uint64_t ns = CORIO_MSEC(DEBUG_SLOW_MS_DEFAULT);
 
 	if (!on || !*on || !strcmp(on, "0"))
 		return 0;
-	if (ms && *ms && *ms != '-') {
-		char *end;
-		unsigned long x = strtoul(ms, &end, 10);
-
-		if (!*end && x > 0)
-			v = x;
+	if (ms && *ms && corio__parse_ms(ms, &ns) < 0) {
+		fprintf(stderr, "corio: ignoring CORIO_DEBUG_SLOW_MS=%s (want "
+			"a positive number of milliseconds)\n", ms);
+		ns = CORIO_MSEC(DEBUG_SLOW_MS_DEFAULT);
 	}
-	return CORIO_MSEC(v);
+	return ns;
 }
 
 void corio__dump_slow(struct corio_loop *loop, struct corio_task *t,

@@ -47,26 +47,20 @@ _Noreturn void corio__bug_at(const char *file, int line, const char *msg)
 static size_t stack_size_from_env(void)
 {
 	const char *s = getenv("CORIO_STACK_SIZE");
-	char *end;
-	unsigned long long v;
 	size_t size = CORIO_STACK_DEFAULT;
+	uint64_t v;
 
 	if (CORIO_ASAN)
 		size *= 4;	/* instrumented frames and redzones */
 	if (!s || !*s)
 		return size;
-	v = strtoull(s, &end, 10);
-	if (*end == 'k' || *end == 'K')
-		v <<= 10, end++;
-	else if (*end == 'm' || *end == 'M')
-		v <<= 20, end++;
-	if (*end || v < CORIO_STACK_MIN || v > CORIO_STACK_MAX) {
+	if (corio__parse_size(s, CORIO_STACK_MIN, CORIO_STACK_MAX, &v) < 0) {
 		fprintf(stderr, "corio: ignoring CORIO_STACK_SIZE=%s "
 			"(want %u to %u bytes)\n", s, CORIO_STACK_MIN,
 			CORIO_STACK_MAX);
 		return size;
 	}
-	return corio__stack_round(v);
+	return corio__stack_round((size_t)v);
 }
 
 size_t corio__stack_default(void)

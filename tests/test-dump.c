@@ -531,7 +531,11 @@ static void test_debug_slow_task(void **state)
 	debug_child("1", NULL, &b, out, sizeof(out));
 	assert_string_equal(out, "");
 	debug_child("1", "junk", &b, out, sizeof(out));
-	assert_string_equal(out, "");
+	assert_string_equal(out, "corio: ignoring CORIO_DEBUG_SLOW_MS=junk "
+			    "(want a positive number of milliseconds)\n");
+	debug_child("1", "-5", &b, out, sizeof(out));
+	assert_non_null(strstr(out, "ignoring CORIO_DEBUG_SLOW_MS=-5"));
+	assert_null(strstr(out, "without awaiting"));
 	b.ms = 150;
 	debug_child("yes", NULL, &b, out, sizeof(out));
 	assert_int_equal(count_lines(out), 1);

@@ -5,6 +5,7 @@
  */
 #include "helpers.h"
 
+#include <pthread.h>
 #include <signal.h>
 
 #define PARKED		100000
@@ -292,6 +293,80 @@ static void test_default_stack_size(void **state)
 	RUN(size_main, NULL);
 }
 
+/* corio_stack_size(0) in a new thread, which reads CORIO_STACK_SIZE anew. */
+static void *read_default(void *arg)
+{
+	*(ssize_t *)arg = corio_stack_size(0);
+	return NULL;
+}
+
+static ssize_t default_with_env(const char *value)
+{
+	pthread_t th;
+	ssize_t size = -1;
+
+	if (value)
+		assert_int_equal(setenv("CORIO_STACK_SIZE", value, 1), 0);
+	else
+		assert_int_equal(unsetenv("CORIO_STACK_SIZE"), 0);
+	assert_int_equal(pthread_create(&th, NULL, read_default, &size), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	return size;
+}
+
+/*
+ * CORIO_STACK_SIZE: decimal bytes with an optional K or M, in range, or
+ * ignored.  The parser itself, with the values that strtoull would have
+ * let through: a sign, a blank, a suffix shifted past 64 bits.
+ */
+static void test_stack_size_env(void **state)
+{
+	static const char *const bad[] = {
+		"", "-1", "+64K", " 64K", "64KB", "64k ", "1G", "0x10000",
+		"16383", "257M", "K", "18446744073709551616",
+		"18014398509482048K",	/* (2^54 + 64) K wraps to 64 KiB */
+		"17592186044480M",	/* (2^44 + 64) M wraps to 64 MiB */
+	};
+	const char *saved = getenv("CORIO_STACK_SIZE");
+	char *copy = saved ? strdup(saved) : NULL;
+	ssize_t def;
+	uint64_t v;
+	size_t i;
+
+	(void)state;
+	def = default_with_env(NULL);
+	assert_true(def >= (ssize_t)CORIO_STACK_DEFAULT);
+	assert_int_equal(default_with_env("131072"), 131072);
+	assert_int_equal(default_with_env("128K"), 128 * 1024);
+	assert_int_equal(default_with_env("2m"), 2 * 1024 * 1024);
+	assert_int_equal(default_with_env("20000"), 20480);	/* a page */
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
+		if (*bad[i])
+			assert_int_equal(corio__parse_size(bad[i],
+					 CORIO_STACK_MIN, CORIO_STACK_MAX,
+					 &v), -EINVAL);
+		assert_int_equal(default_with_env(bad[i]), def);
+	}
+	assert_int_equal(corio__parse_size("18446744073709551615", 0,
+					   UINT64_MAX, &v), 0);
+	assert_true(v == UINT64_MAX);
+	assert_int_equal(corio__parse_size("17592186044415M", 0, UINT64_MAX,
+					   &v), 0);
+	assert_true(v == 17592186044415ull << 20);
+	assert_int_equal(corio__parse_size("17592186044416M", 0, UINT64_MAX,
+					   &v), -EINVAL);
+	assert_int_equal(corio__parse_ms("250", &v), 0);
+	assert_true(v == CORIO_MSEC(250));
+	assert_int_equal(corio__parse_ms("0", &v), -EINVAL);
+	assert_int_equal(corio__parse_ms("-5", &v), -EINVAL);
+	assert_int_equal(corio__parse_ms("18446744073710", &v), -EINVAL);
+	if (copy)
+		setenv("CORIO_STACK_SIZE", copy, 1);
+	else
+		unsetenv("CORIO_STACK_SIZE");
+	free(copy);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -301,6 +376,7 @@ int main(void)
 		CORIO_TEST(test_rss_falls_after_burst),
 		CORIO_TEST(test_stack_size_attribute),
 		CORIO_TEST(test_default_stack_size),
+		CORIO_TEST(test_stack_size_env),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
