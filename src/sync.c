@@ -558,7 +558,9 @@ struct corio_group {
 	int first_error;
 	bool failed;
 	bool cancelled;			/* corio_group_cancel was called */
-	struct corio_task *waiter;	/* parked in corio_group_wait */
+	struct corio_task *waiter;	/* in corio_group_wait */
+	bool waiter_parked;		/* waiter waits for the last member */
+	struct corio_waitq all;		/* the waiter, until its deadline */
 	struct corio_waitq any;		/* parked in corio_group_wait_any */
 };
 
@@ -630,8 +632,12 @@ void corio__group_done(struct corio_task *t)
 		g->done_tail = t;
 	}
 	if (g->waiter && !g->nr_live) {
-		corio__task_wake(g->waiter);
+		if (g->all.head)
+			corio__wake(g->all.head, 0);
+		else if (g->waiter_parked)
+			corio__task_wake(g->waiter);
 		g->waiter = NULL;
+		g->waiter_parked = false;
 	}
 }
 
@@ -685,6 +691,8 @@ void corio__group_wait_cancel(struct corio_task *self)
 int corio_group_wait(corio_group *g)
 {
 	struct corio_task *self = corio__current();
+	bool timed_out = false;
+	int ret;
 
 	if (!g)
 		return -EINVAL;
@@ -692,15 +700,31 @@ int corio_group_wait(corio_group *g)
 		return -EPERM;
 	if (g->waiter)
 		return -EBUSY;
+	if (g->nr_live && self->deadline_ns) {
+		/* As asyncio's timeout around a TaskGroup: a deadline (or a
+		 * cancellation) ends the wait as such, then the members are
+		 * cancelled and waited for. */
+		struct corio_wait w = { 0 };
+
+		g->waiter = self;
+		ret = corio__wait_on(&g->all, &w);
+		if (ret < 0) {
+			corio_group_cancel(g);
+			timed_out = ret == -ETIMEDOUT;
+		}
+	}
 	if (g->nr_live) {
 		if (corio__task_stopped(self))
 			corio_group_cancel(g);
 		g->waiter = self;
+		g->waiter_parked = true;
 		corio__task_park(self, corio__group_wait_cancel, g);
 	}
 	group_reap(g);
 	if (g->first_error)
 		return g->first_error;
+	if (timed_out)
+		return -ETIMEDOUT;
 	return g->cancelled ? -ECANCELED : 0;
 }
 

@@ -2426,6 +2426,72 @@ static void test_group_waiter_cancelled(void **state)
 	RUN(group_waiter_cancel_main, NULL);
 }
 
+/*
+ * A deadline applies to corio_group_wait as asyncio's timeout does to a
+ * TaskGroup: when it passes (or has passed), the members are cancelled,
+ * waited for and freed, and the wait returns -ETIMEDOUT; a member's own
+ * failure still comes first; members that finish in time leave no timer
+ * behind.
+ */
+static int group_deadline_main(void *arg)
+{
+	struct member m[2];
+	corio_group *g;
+	uint64_t t0, old;
+	int pass, i;
+
+	(void)arg;
+	for (pass = 0; pass < 4; pass++) {
+		assert_int_equal(corio_group_new(&g), 0);
+		for (i = 0; i < 2; i++) {
+			m[i] = (struct member)MEMBER_INIT;
+			m[i].sleep = pass == 2 ? CORIO_MSEC(10) : CORIO_SEC(3600);
+			assert_non_null(corio_group_spawn(g, member_fn,
+							  &m[i]));
+		}
+		if (pass == 3) {
+			/* A member fails before the deadline. */
+			m[0].sleep = CORIO_MSEC(5);
+			m[0].result = -EIO;
+		}
+		t0 = corio_now();
+		old = pass == 1 ? corio_deadline(t0 - 1)	/* already past */
+				: corio_timeout(pass == 2 ? test_slack_ns(
+						CORIO_SEC(2)) : CORIO_MSEC(30));
+		switch (pass) {
+		case 0:
+		case 1:
+			/* errors: corio_group.3 ETIMEDOUT */
+			assert_int_equal(corio_group_wait(g), -ETIMEDOUT);
+			for (i = 0; i < 2; i++)
+				assert_int_equal(m[i].wait_ret, -ECANCELED);
+			break;
+		case 2:
+			assert_int_equal(corio_group_wait(g), 0);
+			for (i = 0; i < 2; i++)
+				assert_int_equal(m[i].wait_ret, 0);
+			break;
+		case 3:
+			assert_int_equal(corio_group_wait(g), -EIO);
+			assert_int_equal(m[1].wait_ret, -ECANCELED);
+			break;
+		}
+		corio_deadline(old);
+		if (pass == 0)
+			assert_true(corio_now() - t0 >= CORIO_MSEC(30));
+		assert_true(corio_now() - t0 < test_slack_ns(CORIO_SEC(2)));
+		assert_loop_clean();	/* members freed, no timer left */
+		assert_int_equal(corio_group_free(g), 0);
+	}
+	return 0;
+}
+
+static void test_group_wait_deadline(void **state)
+{
+	(void)state;
+	RUN(group_deadline_main, NULL);
+}
+
 /* corio_group_cancel cancels every member; the wait sees their results. */
 static int group_cancel_main(void *arg)
 {
@@ -2790,6 +2856,7 @@ int main(void)
 		CORIO_TEST(test_group_wait_any),
 		CORIO_TEST(test_group_wait_any_failure),
 		CORIO_TEST(test_group_waiter_cancelled),
+		CORIO_TEST(test_group_wait_deadline),
 		CORIO_TEST(test_group_cancel),
 		CORIO_TEST(test_group_free_cancels_and_frees),
 		CORIO_TEST(test_group_freed_after_its_loop),
