@@ -175,6 +175,7 @@ struct corio_loop {
 	uint64_t next_id;
 	uint64_t now_ns;		/* CLOCK_MONOTONIC at the turn's start */
 	uint64_t trim_at;		/* next stack trim pass, or 0 */
+	uint64_t report_at;		/* next teardown report, or 0 */
 	uint64_t debug_slow_ns;		/* CORIO_DEBUG: warn past this, or 0 */
 	const void *sched_stack_bottom;	/* for ASan's fiber switches */
 	size_t sched_stack_size;

@@ -295,12 +295,48 @@ static CORIO_COLD _Noreturn void deadlock(struct corio_loop *loop)
 	abort();
 }
 
+/*
+ * An idle wait with an end: the next teardown report (every 10 s while
+ * main has returned and tasks or ops remain), the next stack trim (an
+ * idle daemon still gives back the stacks of a past burst), or valgrind's
+ * tick.  valgrind holds its big lock across io_uring_enter, so another
+ * thread (the blocking pool's) could never run while the loop sleeps in
+ * the kernel: under it, the loop gives the lock away and wakes every
+ * 10 ms.
+ */
+static CORIO_COLD void idle_wait(struct corio_loop *loop)
+{
+	uint64_t now = corio__time_coarse(), until;
+	struct __kernel_timespec ts;
+
+	if (loop->tearing_down) {
+		if (!loop->report_at)
+			loop->report_at = now + TEARDOWN_REPORT_NS;
+		until = loop->report_at;
+	} else {
+		until = loop->trim_at ? loop->trim_at : UINT64_MAX;
+	}
+	if (loop->under_valgrind) {
+		sched_yield();
+		if (until > now + CORIO_MSEC(10))
+			until = now + CORIO_MSEC(10);
+	}
+	if (until <= now) {
+		enter(loop, false, NULL);	/* due now: no wait */
+	} else {
+		corio__ts_from_ns(&ts, until - now);
+		enter(loop, true, &ts);
+	}
+	if (loop->tearing_down && corio__time_coarse() >= loop->report_at) {
+		report_tasks(loop, "teardown");
+		loop->report_at = corio__time_coarse() + TEARDOWN_REPORT_NS;
+	}
+}
+
 /* Submits and reaps once: the second half of a turn. */
 static void pump(struct corio_loop *loop)
 {
 	struct io_uring *ring = &loop->ring;
-	struct __kernel_timespec ts = { .tv_sec = TEARDOWN_REPORT_NS /
-					CORIO_SEC(1) };
 	bool idle, queued;
 
 	if (corio_unlikely(loop->arms))
@@ -324,34 +360,9 @@ static void pump(struct corio_loop *loop)
 		corio__loop_reap(loop);
 		return;
 	}
-	if (corio_unlikely(loop->tearing_down && idle)) {
-		if (enter(loop, true, &ts) == -ETIME)
-			report_tasks(loop, "teardown");
-		return;
-	}
-	/*
-	 * valgrind holds its big lock across io_uring_enter, so a pool thread
-	 * could never run while the loop sleeps in the kernel: under it, give
-	 * the lock away and wake every 10 ms.  (Without valgrind this is one
-	 * load and a branch.)
-	 */
-	if (corio_unlikely(idle && loop->under_valgrind)) {
-		struct __kernel_timespec tick = { .tv_nsec = 10000000 };
-
-		sched_yield();
-		enter(loop, true, &tick);
-		return;
-	}
-	/* An idle daemon still gives back the stacks of a past burst. */
-	if (corio_unlikely(idle && loop->trim_at)) {
-		uint64_t now = corio__time_coarse();
-
-		if (now >= loop->trim_at) {
-			enter(loop, false, NULL);	/* trim next turn */
-			return;
-		}
-		corio__ts_from_ns(&ts, loop->trim_at - now);
-		enter(loop, true, &ts);
+	if (corio_unlikely(idle && (loop->tearing_down || loop->trim_at ||
+				    loop->under_valgrind))) {
+		idle_wait(loop);
 		return;
 	}
 	enter(loop, idle, NULL);

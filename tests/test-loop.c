@@ -560,6 +560,66 @@ static void test_50000_nops_at_once(void **state)
 	RUN(cq_overflow_main, NULL);
 }
 
+/*
+ * Teardown waits for every task; every 10 s of waiting it names on stderr
+ * each task still alive.  A shielded task sleeps 10.5 s past main's end:
+ * one report, naming it, then corio_run returns main's result.
+ */
+static int lingerer(void *arg)
+{
+	(void)arg;
+	corio_shield(1);
+	return corio_sleep(CORIO_MSEC(10500));
+}
+
+static int leave_a_lingerer(void *arg)
+{
+	corio_task *t = corio_spawn(lingerer, NULL);
+
+	(void)arg;
+	if (!t)
+		return 1;
+	corio_detach(t);
+	return 7;
+}
+
+static void test_teardown_reports(void **state)
+{
+	char out[4096], want[64];
+	size_t len = 0;
+	ssize_t n;
+	int pfd[2], lines = 0;
+	uint64_t t0 = mono_ns();
+	size_t i;
+	pid_t pid;
+
+	(void)state;
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (dup2(pfd[1], STDERR_FILENO) < 0)
+			_exit(2);
+		_exit(corio_run(leave_a_lingerer, NULL) == 7 ? 0 : 3);
+	}
+	close(pfd[1]);
+	while ((n = read(pfd[0], out + len, sizeof(out) - 1 - len)) > 0)
+		len += (size_t)n;
+	close(pfd[0]);
+	out[len] = 0;
+	print_message("teardown said: %s", out);
+	assert_int_equal(child_wait(pid), 0);
+	assert_true(mono_ns() - t0 >= CORIO_MSEC(10500));
+	for (i = 0; i < len; i++)
+		lines += out[i] == '\n';
+	assert_int_equal(lines, 1);
+	snprintf(want, sizeof(want), "corio: teardown: task 2 (%p) still "
+		 "running", (void *)(uintptr_t)lingerer);
+	assert_non_null(strstr(out, want));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -573,6 +633,7 @@ int main(void)
 		CORIO_TEST(test_fork_from_task),
 		CORIO_TEST(test_spawn_out_of_memory),
 		CORIO_TEST(test_50000_nops_at_once),
+		CORIO_TEST(test_teardown_reports),
 	};
 
 	return RUN_GROUP(tests);
