@@ -12,6 +12,11 @@
  * Invariant: a task parked in corio_run_blocking resumes only after its
  * job's function returned, cancelled or not: the job and whatever it uses
  * stay valid for the worker.
+ *
+ * corio's own jobs whose arguments live on the heap (the name lookups of
+ * net.c) use corio__run_blocking_owned instead: the task waits on a wait
+ * queue, so a cancellation or a deadline ends its wait at once; the job
+ * then runs on to its end and the loop hands its argument to release().
  */
 #include <pthread.h>
 #include <signal.h>
@@ -31,6 +36,10 @@ struct job {
 	bool finished;		/* set by the loop when it drains the job */
 	struct corio_task *task;
 	struct job *next;
+	/* Owned jobs only (on the heap): */
+	void (*release)(void *arg);
+	struct corio_waitq q;	/* the task, while it waits */
+	bool abandoned;		/* the task left: free the job when done */
 };
 
 struct corio_pool {
@@ -112,7 +121,7 @@ static void drain(struct corio_loop *loop, struct corio_handler *h,
 		  const struct io_uring_cqe *cqe)
 {
 	struct corio_pool *pool = loop->pool;
-	struct job *job, *fifo = NULL;
+	struct job *job, *next, *fifo = NULL;
 
 	(void)h;
 	(void)cqe;
@@ -122,16 +131,25 @@ static void drain(struct corio_loop *loop, struct corio_handler *h,
 				       memory_order_acquire);
 	/* The stack is newest first; wake in the order they finished. */
 	while (job) {
-		struct job *next = job->next;
-
+		next = job->next;
 		job->next = fifo;
 		fifo = job;
 		job = next;
 	}
-	for (job = fifo; job; job = job->next) {
+	for (job = fifo; job; job = next) {
+		next = job->next;
 		job->finished = true;
 		pool->outstanding--;
-		corio__task_wake(job->task);
+		if (!job->release) {
+			corio__task_wake(job->task);
+		} else if (job->q.head) {
+			corio__wake(job->q.head, 0);
+		} else if (job->abandoned) {
+			job->release(job->arg);
+			free(job);
+		}
+		/* Else its task, woken by a cancel or a deadline, has not
+		 * run yet: it sees finished and frees the job. */
 	}
 	arm(loop, &pool->h);
 }
@@ -173,26 +191,18 @@ static CORIO_COLD int thread_new(struct corio_pool *pool)
 	return ret;
 }
 
-int corio_run_blocking(corio_fn fn, void *arg)
+/* Queues job for a worker, making the pool or a thread as needed. */
+static int submit(struct corio_loop *loop, struct job *job)
 {
-	struct corio_task *t = corio__current();
-	struct corio_loop *loop;
 	struct corio_pool *pool;
-	struct job job = { .fn = fn, .arg = arg };
 	int ret;
 
-	if (!t)
-		return -EPERM;
-	if (!fn)
-		return -EINVAL;
-	loop = t->loop;
 	if (!loop->pool) {
 		ret = pool_new(loop);
 		if (ret < 0)
 			return ret;
 	}
 	pool = loop->pool;
-	job.task = t;
 	pthread_mutex_lock(&pool->lock);
 	/* Idle workers that have not woken yet are spoken for already. */
 	if (pool->nr_idle <= pool->nr_queued &&
@@ -204,19 +214,78 @@ int corio_run_blocking(corio_fn fn, void *arg)
 		}
 	}
 	if (pool->tail)
-		pool->tail->next = &job;
+		pool->tail->next = job;
 	else
-		pool->head = &job;
-	pool->tail = &job;
+		pool->head = job;
+	pool->tail = job;
 	pool->nr_queued++;
 	pthread_cond_signal(&pool->cond);
 	pthread_mutex_unlock(&pool->lock);
 	pool->outstanding++;
 	arm(loop, &pool->h);
+	return 0;
+}
+
+int corio_run_blocking(corio_fn fn, void *arg)
+{
+	struct corio_task *t = corio__current();
+	struct job job = { .fn = fn, .arg = arg };
+	int ret;
+
+	if (!t)
+		return -EPERM;
+	if (!fn)
+		return -EINVAL;
+	job.task = t;
+	ret = submit(t->loop, &job);
+	if (ret < 0)
+		return ret;
 	/* Not cancellable: the worker may be using the job's memory. */
 	while (!job.finished)
 		corio__task_park(t, NULL, NULL);
 	return job.result;
+}
+
+int corio__run_blocking_owned(corio_fn fn, void *arg,
+			      void (*release)(void *arg), bool *kept)
+{
+	struct corio_task *t = corio__current();
+	struct corio_wait w;
+	struct job *job;
+	int ret;
+
+	*kept = false;
+	ret = corio__op_check(t, true);
+	if (ret < 0)
+		return ret;
+	job = calloc(1, sizeof(*job));
+	if (!job)
+		return -ENOMEM;
+	job->fn = fn;
+	job->arg = arg;
+	job->task = t;
+	job->release = release;
+	ret = submit(t->loop, job);
+	if (ret < 0) {
+		free(job);
+		return ret;
+	}
+	ret = corio__wait_on(&job->q, &w);
+	if (ret < 0) {
+		/* Cancelled or past the deadline: whatever the job gets is
+		 * dropped, now or when it ends. */
+		if (job->finished) {
+			release(arg);
+			free(job);
+		} else {
+			job->abandoned = true;
+		}
+		*kept = true;
+		return ret;
+	}
+	ret = job->result;
+	free(job);
+	return ret;
 }
 
 void corio__blocking_fini(struct corio_loop *loop)

@@ -326,6 +326,14 @@ void corio__net_fini(struct corio_loop *loop);
 
 /* blocking.c */
 void corio__blocking_fini(struct corio_loop *loop);
+/*
+ * corio_run_blocking for an arg on the heap: a cancellation or a deadline
+ * ends the wait at once (-ECANCELED, -ETIMEDOUT), and then *kept is true:
+ * the job keeps arg and hands it to release() once fn has returned.
+ * Otherwise arg is still the caller's.
+ */
+int corio__run_blocking_owned(corio_fn fn, void *arg,
+			      void (*release)(void *arg), bool *kept);
 
 /* process.c: whether waits use IORING_OP_WAITID (for the tests) */
 int corio__process_has_waitid(void);

@@ -49,8 +49,9 @@ static int gai_errno(int err)
 	}
 }
 
+/* A lookup on the blocking pool: all on the heap, see resolve(). */
 struct resolve {
-	const char *host;
+	char *host;
 	char port[8];
 	int passive;
 	struct addrinfo *res;
@@ -68,35 +69,62 @@ static int resolve_fn(void *arg)
 	return gai_errno(getaddrinfo(r->host, r->port, &hints, &r->res));
 }
 
+static void resolve_free(void *arg)
+{
+	struct resolve *r = arg;
+
+	if (r->res)
+		freeaddrinfo(r->res);
+	free(r->host);
+	free(r);
+}
+
 /*
  * Resolves host:port: numeric hosts at once in the caller, names on the
- * blocking pool (which needs a task).
+ * blocking pool (which needs a task).  A lookup can hang for the
+ * resolver's timeouts, so it does not hold the task: a cancellation or a
+ * deadline returns at once, and the lookup is freed when it ends.
  */
 static int resolve(const char *host, int port, int passive,
 		   struct addrinfo **res)
 {
-	struct resolve r = { .host = host, .passive = passive };
+	struct resolve *r;
 	struct addrinfo hints;
+	char sport[8];
+	bool kept;
 	int ret;
 
 	if (port < 0 || port > 65535)
 		return -EINVAL;
-	snprintf(r.port, sizeof(r.port), "%d", port);
+	snprintf(sport, sizeof(sport), "%d", port);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV |
 			 (passive ? AI_PASSIVE : 0);
-	ret = getaddrinfo(host, r.port, &hints, res);
+	ret = getaddrinfo(host, sport, &hints, res);
 	if (ret != EAI_NONAME)
 		return gai_errno(ret);
-	ret = corio_run_blocking(resolve_fn, &r);
-	if (ret < 0) {
-		if (r.res)
-			freeaddrinfo(r.res);
-		return ret;
+	if (!corio__current())
+		return -EPERM;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->host = strdup(host);
+	if (!r->host) {
+		free(r);
+		return -ENOMEM;
 	}
-	*res = r.res;
-	return 0;
+	memcpy(r->port, sport, sizeof(sport));
+	r->passive = passive;
+	ret = corio__run_blocking_owned(resolve_fn, r, resolve_free, &kept);
+	if (kept)
+		return ret;
+	if (ret == 0) {
+		*res = r->res;
+		r->res = NULL;
+	}
+	resolve_free(r);
+	return ret;
 }
 
 static int listen_on(const struct sockaddr *sa, socklen_t len, int backlog,
