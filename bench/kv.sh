@@ -28,30 +28,59 @@ if ! command -v redis-server >/dev/null 2>&1 ||
 	exit 0
 fi
 
-pin() { if command -v taskset >/dev/null 2>&1; then taskset -c "$@"; else shift; "$@"; fi; }
+# Pinning is a prefix, not a function: a function run with & is a subshell,
+# whose pid a kill would stop while the server it started lived on.
+if command -v taskset >/dev/null 2>&1; then
+	pin_server='taskset -c 0'
+	pin_load='taskset -c 1'
+else
+	pin_server=
+	pin_load=
+fi
 
+answers() { redis-cli -p "$port" PING >/dev/null 2>&1; }
+
+# Starts server $1 on $port; pid is the server's own.  Refuses a port that
+# answers already: a server left over would be measured in place of $1.
 start() {
+	if answers; then
+		say "port $port answers before $1 starts: stop what listens there"
+		return 1
+	fi
 	case $1 in
-	kv) pin 0 examples/kv-server -h 127.0.0.1 -p "$port" >/dev/null 2>&1 & ;;
-	redis) pin 0 redis-server --port "$port" --bind 127.0.0.1 --save '' \
-		--appendonly no --daemonize no >/dev/null 2>&1 & ;;
+	kv) $pin_server examples/kv-server -h 127.0.0.1 -p "$port" \
+		>/dev/null 2>&1 & ;;
+	redis) $pin_server redis-server --port "$port" --bind 127.0.0.1 \
+		--save '' --appendonly no --daemonize no >/dev/null 2>&1 & ;;
 	esac
 	pid=$!
 	i=0
-	until redis-cli -p "$port" PING >/dev/null 2>&1; do
+	until answers; do
 		i=$((i + 1))
-		[ "$i" -gt 100 ] && { say "$1 did not start"; return 1; }
+		if [ "$i" -gt 100 ] || ! kill -0 "$pid" 2>/dev/null; then
+			say "$1 did not start"
+			stop
+			return 1
+		fi
 		sleep 0.05
 	done
 }
 
-stop() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }
+stop() {
+	kill -TERM "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	i=0
+	while answers && [ "$i" -lt 100 ]; do
+		i=$((i + 1))
+		sleep 0.05
+	done
+}
 
 # rps SERVER TEST PIPELINE: requests per second, median of the runs.
 rps() {
 	for r in $(seq "$runs"); do
 		start "$1" || return 1
-		pin 1 redis-benchmark -p "$port" -t "$2" -n "$n" -P "$3" -q \
+		$pin_load redis-benchmark -p "$port" -t "$2" -n "$n" -P "$3" -q \
 			2>/dev/null | tr '\r' '\n' |
 			awk -F'[: ]+' '/requests per second/ { print $2 }' | tail -n 1
 		stop
