@@ -16,21 +16,18 @@
  */
 #include <arpa/inet.h>
 #include <grp.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
-#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include "helpers.h"
+#include "faults.h"
 
 #define CHILD_SKIP	77
 
@@ -94,21 +91,6 @@ static int noop(void *arg)
 }
 
 /* ---- the setups ---------------------------------------------------------- */
-
-/* Virtual memory size of this process, in bytes; 0 if unknown. */
-static size_t vm_size(void)
-{
-	char buf[128] = { 0 };
-	unsigned long pages = 0;
-	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return 0;
-	if (read(fd, buf, sizeof(buf) - 1) > 0)
-		pages = strtoul(buf, NULL, 10);
-	close(fd);
-	return pages * (size_t)sysconf(_SC_PAGESIZE);
-}
 
 /* No new mapping beyond headroom bytes more than the process has now. */
 static void limit_as(size_t headroom)
@@ -187,44 +169,12 @@ static void unprivileged(void)
 	CHILD_CHECK(geteuid() == 65534);
 }
 
-#if defined(__x86_64__)
-#define TEST_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define TEST_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#elif defined(__i386__)
-#define TEST_AUDIT_ARCH AUDIT_ARCH_I386
-#endif
 
-/* System call nr fails with err in this process from now on. */
-static void refuse_syscall(long nr, int err)
+/* System call nr fails with err in this process from now on, or a skip. */
+static void refuse_or_skip(long nr, int err)
 {
-#ifdef TEST_AUDIT_ARCH
-	struct sock_filter filter[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-			 offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TEST_AUDIT_ARCH, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-			 offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned int)nr, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K,
-			 SECCOMP_RET_ERRNO | ((unsigned int)err &
-					      SECCOMP_RET_DATA)),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = {
-		.len = (unsigned short)ARRAY_SIZE(filter),
-		.filter = filter,
-	};
-
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
-	    syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-		child_skip("no seccomp filter");
-#else
-	(void)nr;
-	(void)err;
-	child_skip("no seccomp filter for this architecture in the test");
-#endif
+	if (refuse_syscall(nr, err) < 0)
+		child_skip("no seccomp filter (or none for this architecture)");
 }
 
 /* A namespace of our own (CLONE_NEWNET, CLONE_NEWNS), or a skip. */
@@ -578,7 +528,7 @@ static void pidfd_esrch_child(void)
 	corio_process *p = (corio_process *)1;
 	int fds = fd_count();
 
-	refuse_syscall(__NR_pidfd_open, ESRCH);
+	refuse_or_skip(__NR_pidfd_open, ESRCH);
 	/* errors: corio_process.3 ECHILD */
 	CHILD_CHECK(corio_process_spawn("true", argv, NULL,
 					CORIO_PROCESS_STDOUT, &p) == -ECHILD);
@@ -615,7 +565,7 @@ static int no_pidfd_main(void *arg)
 
 static void no_pidfd_child(void)
 {
-	refuse_syscall(__NR_pidfd_open, ENOSYS);
+	refuse_or_skip(__NR_pidfd_open, ENOSYS);
 	child_run(no_pidfd_main);
 }
 

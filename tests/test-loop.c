@@ -2,15 +2,12 @@
  * test-loop.c - the loop itself: its counters, io_uring being refused,
  * many loops in a row, fork, running out of memory, CQ overflow.
  */
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sys/prctl.h>
 #include <sys/syscall.h>
 
 #include "helpers.h"
+#include "faults.h"
 
 static int ret_arg(void *arg)
 {
@@ -151,45 +148,13 @@ static void test_yielding_does_not_starve_io(void **state)
 	RUN(starve_main, NULL);
 }
 
-#if defined(__x86_64__)
-#define TEST_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define TEST_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#elif defined(__i386__)
-#define TEST_AUDIT_ARCH AUDIT_ARCH_I386
-#endif
 
 #define CHILD_SKIP 77
 
 /* io_uring_setup fails with err in this process from now on. */
 static int refuse_io_uring(int err)
 {
-#ifdef TEST_AUDIT_ARCH
-	struct sock_filter filter[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-			 offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TEST_AUDIT_ARCH, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-			 offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K,
-			 SECCOMP_RET_ERRNO | ((unsigned int)err &
-					      SECCOMP_RET_DATA)),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
-	struct sock_fprog prog = {
-		.len = (unsigned short)ARRAY_SIZE(filter),
-		.filter = filter,
-	};
-
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		return -1;
-	return (int)syscall(__NR_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
-#else
-	(void)err;
-	return -1;
-#endif
+	return refuse_syscall(__NR_io_uring_setup, err);
 }
 
 static int set_flag(void *arg)
@@ -412,23 +377,6 @@ static int oom_task(void *arg)
 	if (corio_sleep(CORIO_MSEC(1)) != 0)
 		return -1;
 	return (int)(intptr_t)arg;
-}
-
-/* Virtual memory size of this process, in bytes. */
-static size_t vm_size(void)
-{
-	char buf[128] = { 0 };
-	unsigned long pages = 0;
-	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return 0;
-	if (read(fd, buf, sizeof(buf) - 1) <= 0)
-		pages = 0;
-	else
-		pages = strtoul(buf, NULL, 10);
-	close(fd);
-	return pages * (size_t)sysconf(_SC_PAGESIZE);
 }
 
 #define OOM_MAX 4096
