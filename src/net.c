@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -300,6 +301,24 @@ static bool accept_transient(int err)
 }
 
 /*
+ * One back-off of accept_retry: a poll of the listening socket for
+ * POLLOUT, which a listening socket never reports, cut at the back-off's
+ * end by a deadline.  Unlike a sleep, it is an op on fd, so a corio_close
+ * of fd ends it with -EBADF, and the next try cannot accept on whatever
+ * the fd number has become meanwhile.  0 when the back-off is over.
+ */
+static int backoff(int fd, uint64_t ns)
+{
+	uint64_t old = corio_timeout(ns);
+	int ret = corio_poll(fd, POLLOUT);
+
+	corio_deadline(old);
+	if (ret == -ETIMEDOUT && (!old || corio_now() < old))
+		return 0;	/* ours, not the task's deadline */
+	return ret < 0 ? ret : 0;
+}
+
+/*
  * Out of fds or memory: the connection stays in the backlog while the
  * server backs off (1 ms doubling to 1 s) and keeps serving the ones it
  * has; it neither dies nor spins.
@@ -307,7 +326,7 @@ static bool accept_transient(int err)
 int corio_accept_retry(int fd, struct sockaddr *addr, socklen_t *addrlen,
 		       int flags)
 {
-	uint64_t backoff = BACKOFF_MIN_NS;
+	uint64_t delay = BACKOFF_MIN_NS;
 	socklen_t len = addrlen ? *addrlen : 0;
 
 	/* Outside a task -EPERM is corio's answer, not a firewall's. */
@@ -320,11 +339,11 @@ int corio_accept_retry(int fd, struct sockaddr *addr, socklen_t *addrlen,
 			*addrlen = len;
 		ret = corio_accept(fd, addr, addrlen, flags);
 		if (accept_transient(ret)) {
-			ret = corio_sleep(backoff);
+			ret = backoff(fd, delay);
 			if (ret < 0)
 				return ret;
-			if (backoff < BACKOFF_MAX_NS)
-				backoff *= 2;
+			if (delay < BACKOFF_MAX_NS)
+				delay *= 2;
 			continue;
 		}
 		switch (ret) {

@@ -1075,7 +1075,7 @@ static int backoff_main(void *arg)
 	uint64_t old, start, took;
 	struct rlimit rl;
 	corio_task *t;
-	int lfd, c, fd;
+	int lfd, c, fd, lfd2, c2;
 
 	(void)arg;
 	lfd = corio_listen("127.0.0.1", 0, 16, 0);
@@ -1084,6 +1084,12 @@ static int backoff_main(void *arg)
 	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	CHECK(c >= 0);
 	CHECK_EQ(connect(c, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	lfd2 = corio_listen("127.0.0.1", 0, 16, 0);
+	CHECK(lfd2 >= 0);
+	sin.sin_port = htons((uint16_t)local_port(lfd2));
+	c2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(c2 >= 0);
+	CHECK_EQ(connect(c2, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	CHECK_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
 	CHECK_EQ(set_nofile((rlim_t)lowest_free_fd()), 0);
 	CHECK_EQ(fcntl(0, F_DUPFD_CLOEXEC, 0), -1);
@@ -1102,6 +1108,20 @@ static int backoff_main(void *arg)
 	CHECK_EQ(corio_sleep(CORIO_MSEC(50)), 0);
 	CHECK_EQ(corio_cancel(t), 0);
 	CHECK_EQ(corio_join(t), -ECANCELED);
+
+	/*
+	 * A corio_close of the listener ends a back-off at once with -EBADF:
+	 * at 600 ms the task is in its 512 ms back-off, which a sleep would
+	 * have finished 400 ms later, to try the closed (or reused) fd.
+	 */
+	t = corio_spawn(accept_port, &lfd2);
+	CHECK(t != NULL);
+	CHECK_EQ(corio_sleep(CORIO_MSEC(600)), 0);
+	start = corio_now();
+	CHECK_EQ(corio_close(lfd2), 0);
+	CHECK_EQ(corio_join(t), -EBADF);
+	CHECK(corio_now() - start < scaled(CORIO_MSEC(200)));
+	close(c2);
 
 	/* The client waited in the backlog all along. */
 	CHECK_EQ(set_nofile(rl.rlim_cur), 0);
