@@ -8,7 +8,10 @@
  *   and the child is gone: nothing signals or waits for its pid again, so
  *   a recycled pid is never hit;
  * - pidfd is -1 only when pidfd_open failed with ENOSYS (pidfd_err says
- *   so); then waits fail with that error and kill/free use the pid;
+ *   so: valgrind 3.19 does not know it, for one); then kill and free use
+ *   the pid, and waits use IORING_OP_WAITID on the pid (safe: the child
+ *   is ours and unreaped, so its pid is not recycled) or fail with that
+ *   error where the ring lacks the op;
  * - corio_process_free leaves no zombie: it kills and reaps an unreaped
  *   child.
  *
@@ -361,11 +364,14 @@ static int wait_ring(corio_process *p)
 
 	memset(&si, 0, sizeof(si));
 	sqe = corio_sqe();
-	io_uring_prep_rw(OP_WAITID, sqe, p->pidfd, NULL, P_PIDFD, 0);
+	if (p->pidfd >= 0)
+		io_uring_prep_rw(OP_WAITID, sqe, p->pidfd, NULL, P_PIDFD, 0);
+	else
+		io_uring_prep_rw(OP_WAITID, sqe, p->pid, NULL, P_PID, 0);
 	sqe->file_index = WEXITED;
 	sqe->addr2 = (uint64_t)(uintptr_t)&si;
 	ret = corio_await(sqe);
-	if (ret == -EINVAL && !p->reaped) {
+	if (ret == -EINVAL && !p->reaped && p->pidfd >= 0) {
 		/*
 		 * A kernel with IORING_OP_WAITID that refuses P_PIDFD: none
 		 * is known (both arrived with it in 6.7), but the poll path
@@ -389,10 +395,10 @@ int corio_process_wait(corio_process *p)
 		return -EINVAL;
 	if (p->reaped)
 		return p->status;
-	if (p->pidfd < 0)
-		return p->pidfd_err;
 	if (waitid_usable())
 		return wait_ring(p);
+	if (p->pidfd < 0)
+		return p->pidfd_err;
 	return wait_poll(p);
 }
 

@@ -544,15 +544,24 @@ static void test_spawn_child_reaped_before_pidfd(void **state)
 
 /*
  * No pidfd_open (a seccomp filter, or a kernel before 5.3): the spawn
- * works, a wait cannot, and free still kills and reaps the child.
+ * works; with IORING_OP_WAITID a wait goes by pid, without it (here
+ * CORIO_NO_WAITID) it cannot; free still kills and reaps the child.
  */
 static int no_pidfd_main(void *arg)
 {
 	char *argv[] = { "sleep", "5", NULL };
+	char *quick[] = { "sh", "-c", "exit 3", NULL };
 	corio_process *p = NULL;
 	pid_t pid;
 
 	(void)arg;
+	if (corio__process_has_waitid()) {
+		CHILD_CHECK(corio_process_spawn("sh", quick, NULL, 0, &p) == 0);
+		CHILD_CHECK(corio_process_wait(p) == (3 << 8));
+		CHILD_CHECK(corio_process_kill(p, 0) == -ESRCH);
+		CHILD_CHECK(corio_process_free(p) == 0);
+		return 0;
+	}
 	CHILD_CHECK(corio_process_spawn("sleep", argv, NULL, 0, &p) == 0);
 	pid = corio_process_pid(p);
 	/* errors: corio_process.3 ENOSYS */
@@ -569,10 +578,17 @@ static void no_pidfd_child(void)
 	child_run(no_pidfd_main);
 }
 
+static void no_pidfd_no_waitid_child(void)
+{
+	CHILD_CHECK(setenv("CORIO_NO_WAITID", "1", 1) == 0);
+	no_pidfd_child();
+}
+
 static void test_wait_without_pidfd(void **state)
 {
 	(void)state;
-	in_child(no_pidfd_child);
+	in_child(no_pidfd_child);		/* by pid, where it can */
+	in_child(no_pidfd_no_waitid_child);	/* -ENOSYS */
 }
 
 /* ---- no route ---------------------------------------------------------------- */
