@@ -1063,33 +1063,36 @@ static int set_nofile(rlim_t cur)
 	return setrlimit(RLIMIT_NOFILE, &rl) < 0 ? -errno : 0;
 }
 
-/*
- * Child: out of fds with a client waiting, accept_retry backs off; its
- * deadline and cancellation end the back-off, and a raised limit lets it
- * accept.
- */
-static int backoff_main(void *arg)
+/* A listener on 127.0.0.1 with one client waiting in its backlog. */
+static int listener_with_client(int *lfd, int *c)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET,
 				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+
+	*lfd = corio_listen("127.0.0.1", 0, 16, 0);
+	CHECK(*lfd >= 0);
+	sin.sin_port = htons((uint16_t)local_port(*lfd));
+	*c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(*c >= 0);
+	CHECK_EQ(connect(*c, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	return 0;
+}
+
+/*
+ * Child: out of fds with a client waiting, accept_retry backs off; its
+ * deadline, cancellation and a corio_close of the listener end the
+ * back-off, and a raised limit lets it accept.
+ */
+static int backoff_main(void *arg)
+{
 	uint64_t old, start, took;
 	struct rlimit rl;
 	corio_task *t;
 	int lfd, c, fd, lfd2, c2;
 
 	(void)arg;
-	lfd = corio_listen("127.0.0.1", 0, 16, 0);
-	CHECK(lfd >= 0);
-	sin.sin_port = htons((uint16_t)local_port(lfd));
-	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	CHECK(c >= 0);
-	CHECK_EQ(connect(c, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	lfd2 = corio_listen("127.0.0.1", 0, 16, 0);
-	CHECK(lfd2 >= 0);
-	sin.sin_port = htons((uint16_t)local_port(lfd2));
-	c2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	CHECK(c2 >= 0);
-	CHECK_EQ(connect(c2, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	CHECK_EQ(listener_with_client(&lfd, &c), 0);
+	CHECK_EQ(listener_with_client(&lfd2, &c2), 0);
 	CHECK_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
 	CHECK_EQ(set_nofile((rlim_t)lowest_free_fd()), 0);
 	CHECK_EQ(fcntl(0, F_DUPFD_CLOEXEC, 0), -1);
