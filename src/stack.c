@@ -12,7 +12,7 @@
  * The guard page is installed with MADV_GUARD_INSTALL (Linux 6.13+), which
  * does not split the mapping; where process_madvise takes PIDFD_SELF
  * (Linux 6.14+), the guards of GUARD_BATCH stacks ahead are installed in
- * one call, a fifth of a syscall per spawn instead of one.  Without
+ * one call instead of one call per spawn.  Without
  * MADV_GUARD_INSTALL, mprotect guards are used for the
  * first MPROTECT_GUARDS_MAX stacks (each one splits the mapping in two
  * more); beyond that a stack gets a canary at its base instead, checked
@@ -30,7 +30,7 @@
  * usually neighbours, and one madvise over a run of them costs about what
  * one costs for a single stack (guard pages in a run survive
  * MADV_DONTNEED).  While a trim is due, the loop's idle waits end at the
- * trim time (corio__stack_trim_at), so an idle daemon releases too.
+ * trim time (loop->trim_at), so an idle daemon releases too.
  *
  * A SIGSEGV handler on an alternate signal stack recognises a fault in the
  * running task's guard page and reports the overflow before aborting; it
@@ -125,7 +125,8 @@ static void probe(void)
 
 		guard_kind = GUARD_MADVISE;
 		/* valgrind 3.19 does not know process_madvise and says so. */
-		if (!under_valgrind() && syscall(SYS_process_madvise, PIDFD_SELF_THREAD, &iov, 1,
+		if (!under_valgrind() &&
+		    syscall(SYS_process_madvise, PIDFD_SELF_THREAD, &iov, 1,
 			    MADV_GUARD_INSTALL, 0) == (long)page_size)
 			guard_kind = GUARD_BATCHED;
 	}

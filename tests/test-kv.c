@@ -229,32 +229,13 @@ static int scaled_ms(int ms)
 	return (int)((double)ms * test_mult());
 }
 
-/* Open fds of a process, from /proc/PID/fd; -1 if unreadable. */
-static int proc_fds(pid_t pid)
-{
-	char path[64];
-	struct dirent *de;
-	DIR *d;
-	int n = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	d = opendir(path);
-	if (!d)
-		return -1;
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
-}
-
 /* Waits until the server holds want fds (5 s, scaled); the last count. */
 static int wait_server_fds(int want)
 {
 	uint64_t end = mono_ns() + test_slack_ns(CORIO_SEC(5));
 	int n;
 
-	while ((n = proc_fds(srv.pid)) != want && mono_ns() < end)
+	while ((n = pid_fd_count(srv.pid)) != want && mono_ns() < end)
 		usleep(2000);
 	return n;
 }
@@ -405,7 +386,7 @@ static void server_start(void)
 	probe = kv_connect();
 	assert_int_equal(send(probe, "PING\r\n", 6, MSG_NOSIGNAL), 6);
 	EXPECT(probe, "+PONG\r\n");
-	srv.base_fds = proc_fds(srv.pid) - 1;
+	srv.base_fds = pid_fd_count(srv.pid) - 1;
 	assert_true(srv.base_fds > 0);
 	kv_close(probe);
 	assert_int_equal(wait_server_fds(srv.base_fds), srv.base_fds);

@@ -1526,17 +1526,23 @@ static int parallel_main(void *arg)
 	return 0;
 }
 
-static void test_run_blocking_parallel(void **state)
+/* Runs fn with a meeting of 4 jobs that gives up after timeout_ns. */
+static void run_meeting(corio_fn fn, uint64_t timeout_ns)
 {
-	struct meeting m = { .nr = 4, .timeout_ns = scaled(CORIO_SEC(10)) };
+	struct meeting m = { .nr = 4, .timeout_ns = timeout_ns };
 
-	(void)state;
-	NEED_THREADS();
 	pthread_mutex_init(&m.lock, NULL);
 	pthread_cond_init(&m.cond, NULL);
-	assert_int_equal(corio_run(parallel_main, &m), 0);
+	assert_int_equal(corio_run(fn, &m), 0);
 	pthread_cond_destroy(&m.cond);
 	pthread_mutex_destroy(&m.lock);
+}
+
+static void test_run_blocking_parallel(void **state)
+{
+	(void)state;
+	NEED_THREADS();
+	run_meeting(parallel_main, scaled(CORIO_SEC(10)));
 }
 
 static int idle_then_meet_main(void *arg)
@@ -1563,15 +1569,9 @@ static int idle_then_meet_main(void *arg)
 
 static void test_run_blocking_parallel_after_idle(void **state)
 {
-	struct meeting m = { .nr = 4, .timeout_ns = scaled(CORIO_SEC(2)) };
-
 	(void)state;
 	NEED_THREADS();
-	pthread_mutex_init(&m.lock, NULL);
-	pthread_cond_init(&m.cond, NULL);
-	assert_int_equal(corio_run(idle_then_meet_main, &m), 0);
-	pthread_cond_destroy(&m.cond);
-	pthread_mutex_destroy(&m.lock);
+	run_meeting(idle_then_meet_main, scaled(CORIO_SEC(2)));
 }
 
 static int square(void *arg)
