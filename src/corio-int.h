@@ -81,6 +81,7 @@ struct corio_waiter {
 	int32_t res;
 	uint32_t cqe_flags;
 	int fd;			/* the op's fd, for corio_close's -EBADF; or -1 */
+	uint32_t gen;		/* this submission's number: see corio__waiter_ud */
 	bool cancel_sent;	/* an ASYNC_CANCEL targets this waiter */
 	bool linked;		/* a LINK_TIMEOUT follows the op */
 	uint8_t opcode;		/* for corio_dump */
@@ -90,6 +91,30 @@ struct corio_waiter {
 	 * guarantees. */
 	struct __kernel_timespec ts;
 };
+
+/*
+ * The user_data of a waiter's SQE: the waiter's address in bits 17-63 and
+ * the submission's number (19 bits) in bits 1-19, over the address's
+ * three low bits, which are zero; bit 0 (CORIO_UD_INTERNAL) stays clear.
+ * An address alone is not enough: a task that awaits in a loop reuses the
+ * same waiter address, and the kernel may cancel by a stale user_data
+ * (corio(7), "Spurious cancellations": Linux 6.18 leaves the
+ * LINK_TIMEOUT of a completed op armed, and when it fires it cancels
+ * whatever op then has that op's user_data).  Needs user addresses below
+ * 2^47, which stack.c checks for each slab it maps.  Cost: two shifts.
+ */
+#define CORIO_UD_GEN_MASK	0x7ffffu
+#define CORIO_UD_ADDR_LIMIT	(1ull << 47)
+
+static inline uint64_t corio__waiter_ud(const struct corio_waiter *w)
+{
+	return (uint64_t)(uintptr_t)w << 17 | (uint64_t)w->gen << 1;
+}
+
+static inline struct corio_waiter *corio__ud_waiter(uint64_t ud)
+{
+	return (struct corio_waiter *)(uintptr_t)((ud >> 17) & ~7ull);
+}
 
 /* A CLOCK_MONOTONIC instant or span in ns, as io_uring's timeouts take it. */
 static inline void corio__ts_from_ns(struct __kernel_timespec *ts,
@@ -173,6 +198,7 @@ struct corio_loop {
 	struct corio_acceptor *acceptors;	/* net.c: to stop at teardown */
 	size_t stack_size;		/* default for spawns */
 	uint64_t next_id;
+	uint32_t next_gen;		/* numbers waiters' submissions */
 	uint64_t now_ns;		/* CLOCK_MONOTONIC at the turn's start */
 	uint64_t trim_at;		/* next stack trim pass, or 0 */
 	uint64_t report_at;		/* next teardown report, or 0 */
@@ -318,6 +344,8 @@ size_t corio__stack_round(size_t size);
 int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
 		     struct io_uring_sqe *sqe, unsigned int flags);
 void corio__op_cancel(struct corio_task *t);
+bool corio__op_spurious(struct corio_task *t, const struct corio_waiter *w,
+			int res);
 int corio__op_res_closed(struct corio_loop *loop, struct corio_waiter *w);
 
 /* net.c */

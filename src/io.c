@@ -6,8 +6,10 @@
  * the task has a deadline, and the task parks until the op's last CQE.
  * op_result() is the one place a CQE's res is translated: a cancelled op's
  * -ECANCELED/-EINTR is -ECANCELED, a deadline's is -ETIMEDOUT, corio_close's
- * is -EBADF (corio__op_res_closed, at reap time), an uncancelled -EINTR is
- * resubmitted.  Everything else passes through unchanged.
+ * is -EBADF (corio__op_res_closed, at reap time).  An -EINTR or -ECANCELED
+ * that neither a cancellation, a deadline nor a close caused is resubmitted
+ * (op_spurious): the op did nothing, and the task never asked to stop.
+ * Everything else passes through unchanged.
  *
  * Wrappers whose op writes user memory mark the bytes it reports as
  * defined for valgrind, which cannot see the kernel write them.
@@ -48,7 +50,7 @@ void corio__op_cancel(struct corio_task *t)
 	if (w->cancel_sent || w->done)
 		return;
 	sqe = corio__loop_sqe(t->loop);
-	io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)w, 0);
+	io_uring_prep_cancel64(sqe, corio__waiter_ud(w), 0);
 	sqe->user_data = CORIO_UD_INTERNAL;
 	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 	w->cancel_sent = true;
@@ -63,7 +65,7 @@ int corio__op_res_closed(struct corio_loop *loop, struct corio_waiter *w)
 	struct corio_closing *c;
 
 	if ((w->res != -ECANCELED && w->res != -EINTR) || w->cancel_sent ||
-	    w->fd < 0)
+	    w->fd < 0 || w->opcode == IORING_OP_CLOSE)
 		return w->res;
 	for (c = loop->closing; c; c = c->next)
 		if (c->fd == w->fd)
@@ -90,7 +92,8 @@ int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
 	w->cancel_sent = false;
 	w->done = false;
 	w->linked = false;
-	sqe->user_data = (uint64_t)(uintptr_t)w;
+	w->gen = ++loop->next_gen & CORIO_UD_GEN_MASK;
+	sqe->user_data = corio__waiter_ud(w);
 	if ((flags & CORIO_OP_DEADLINE) && t->deadline_ns) {
 		struct io_uring_sqe *lt = io_uring_get_sqe(&loop->ring);
 
@@ -128,9 +131,26 @@ static inline int op_result(struct corio_task *t, struct corio_waiter *w,
 }
 
 /*
- * Awaits a prepared SQE with the task's deadline.  An -EINTR that no
- * cancellation or deadline caused comes back as -EINTR for the caller to
- * prepare the op again (OP_AWAIT): -EINTR never escapes an await, and an
+ * An -EINTR or -ECANCELED that nobody asked for: no corio_cancel reached
+ * the op, the task may go on, and its deadline (if the op had one) has not
+ * passed.  A corio_close's cancel was turned into -EBADF at reap time.
+ * The kernel ends such an op before it moves a byte, so it may simply be
+ * submitted again.
+ */
+bool corio__op_spurious(struct corio_task *t, const struct corio_waiter *w,
+			int res)
+{
+	if (res != -EINTR && res != -ECANCELED)
+		return false;
+	if (w->cancel_sent || corio__task_stopped(t))
+		return false;
+	return !(w->linked && corio__time_now() >= t->deadline_ns);
+}
+
+/*
+ * Awaits a prepared SQE with the task's deadline.  A spurious end comes
+ * back as -EINTR for the caller to prepare the op again (OP_AWAIT): -EINTR
+ * never escapes an await, an uncancelled task never sees -ECANCELED, and an
  * await copies no SQE for the rare retry.
  */
 static int op_await(struct corio_task *t, struct io_uring_sqe *sqe)
@@ -138,9 +158,8 @@ static int op_await(struct corio_task *t, struct io_uring_sqe *sqe)
 	struct corio_waiter w;
 	int res = corio__op_submit(t, &w, sqe, CORIO_OP_DEADLINE);
 
-	if (corio_unlikely(res == -EINTR) && !w.cancel_sent &&
-	    !corio__task_stopped(t) &&
-	    !(w.linked && corio__time_now() >= t->deadline_ns))
+	if (corio_unlikely(res == -EINTR || res == -ECANCELED) &&
+	    corio__op_spurious(t, &w, res))
 		return -EINTR;
 	return op_result(t, &w, res);
 }
@@ -516,6 +535,12 @@ int corio_close(int fd)
 	sqe = io_uring_get_sqe(&loop->ring);	/* reserved by the above */
 	io_uring_prep_close(sqe, fd);
 	ret = corio__op_submit(t, &w, sqe, CORIO_OP_NOCANCEL);
+	/* A spurious cancel (corio__op_spurious) left fd open: close it. */
+	while (corio_unlikely(ret == -ECANCELED)) {
+		sqe = corio__loop_sqe(loop);
+		io_uring_prep_close(sqe, fd);
+		ret = corio__op_submit(t, &w, sqe, CORIO_OP_NOCANCEL);
+	}
 	for (pp = &loop->closing; *pp != &c; pp = &(*pp)->next)
 		;
 	*pp = c.next;

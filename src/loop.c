@@ -4,8 +4,8 @@
  * Owns the thread's struct corio_loop.  One turn runs every task that was
  * ready when the turn began, then makes at most one io_uring_enter that
  * submits the SQEs those tasks queued and reaps completions, waiting only
- * when no task is ready.  A CQE's user_data is the waiter itself (or an
- * internal tag), so a completion costs O(1): no table, no scan.
+ * when no task is ready.  A CQE's user_data holds the waiter's address (or
+ * an internal tag), so a completion costs O(1): no table, no scan.
  *
  * Invariants: only the loop's own thread touches it; a task is on the ready
  * queue at most once; stats.ops_in_flight counts awaited SQEs whose last
@@ -141,7 +141,7 @@ void corio__loop_reap(struct corio_loop *loop)
 			}
 			continue;
 		}
-		w = (struct corio_waiter *)(uintptr_t)cqe->user_data;
+		w = corio__ud_waiter(cqe->user_data);
 		if (corio_unlikely(cqe->flags & (IORING_CQE_F_MORE |
 						 IORING_CQE_F_NOTIF))) {
 			if (cqe->flags & IORING_CQE_F_MORE) {

@@ -213,6 +213,9 @@ static CORIO_COLD int slab_new(struct corio_stack_pool *pool)
 		free(slab);
 		return -ENOMEM;
 	}
+	/* A waiter's user_data keeps 47 bits of its address (corio-int.h). */
+	if (corio_unlikely((uintptr_t)slab->addr + len > CORIO_UD_ADDR_LIMIT))
+		corio__bug("a stack slab mapped above 2^47");
 	slab->len = len;
 	slab->next = pool->slabs;
 	pool->slabs = slab;

@@ -32,13 +32,17 @@ uint64_t corio_now(void)
 	return corio__time_now();
 }
 
+/*
+ * An absolute timeout, so that a spurious cancel (corio__op_spurious) is
+ * resubmitted for what is left of the sleep, not all of it again.
+ */
 int corio_sleep(uint64_t ns)
 {
 	struct corio_task *t = corio__current();
 	struct corio_waiter w;
 	struct io_uring_sqe *sqe;
-	unsigned int flags = 0;
 	bool capped = false;
+	uint64_t end;
 	int ret;
 
 	if (ns == 0)
@@ -46,20 +50,22 @@ int corio_sleep(uint64_t ns)
 	ret = corio__op_check(t, true);
 	if (ret < 0)
 		return ret;
-	if (t->deadline_ns) {
-		uint64_t now = corio__time_now();
-
-		/* It may have passed since corio__op_check read the clock. */
-		if (now >= t->deadline_ns || ns >= t->deadline_ns - now) {
-			capped = true;
-			ns = t->deadline_ns;
-			flags = IORING_TIMEOUT_ABS;
-		}
+	end = corio__time_now() + ns;
+	if (end < ns)
+		end = UINT64_MAX;	/* saturate instead of wrapping */
+	/* The deadline may have passed since corio__op_check read the clock:
+	 * then the timeout fires at once. */
+	if (t->deadline_ns && end >= t->deadline_ns) {
+		capped = true;
+		end = t->deadline_ns;
 	}
-	corio__ts_from_ns(&w.ts, ns);
-	sqe = corio__loop_sqe(t->loop);
-	io_uring_prep_timeout(sqe, &w.ts, 0, flags);
-	ret = corio__op_submit(t, &w, sqe, 0);
+	do {
+		corio__ts_from_ns(&w.ts, end);
+		sqe = corio__loop_sqe(t->loop);
+		io_uring_prep_timeout(sqe, &w.ts, 0, IORING_TIMEOUT_ABS);
+		ret = corio__op_submit(t, &w, sqe, 0);
+	} while (corio_unlikely(ret == -ECANCELED || ret == -EINTR) &&
+		 corio__op_spurious(t, &w, ret));
 	if (ret == -ETIME)
 		return capped ? -ETIMEDOUT : 0;
 	if (ret == -ECANCELED || ret == -EINTR)

@@ -458,6 +458,192 @@ static void test_many_ops_with_deadlines(void **state)
 	RUN(linked_main, NULL);
 }
 
+/*
+ * Issue 12: a recv under a deadline came back -ECANCELED before its
+ * deadline, in about one round in three after the first.  Linux 6.18
+ * leaves the LINK_TIMEOUT of a completed recv armed; when it fired it
+ * cancelled, by user_data, the op that a task of the next round had
+ * parked with the same waiter address.  Each round here: RACE_TASKS tasks
+ * on their own socketpairs, each with a deadline RACE_DEADLINE after it
+ * starts, and one byte written to every pair at a moment that varies from
+ * round to round, from well before the deadline to after it (or never).
+ * Every task must end with the byte received, or with -ETIMEDOUT and the
+ * byte still unread: never -ECANCELED, never both, never neither.
+ */
+#define RACE_TASKS	200
+#define RACE_ROUNDS	100
+#define RACE_DEADLINE	CORIO_MSEC(3)
+
+struct race_slot {
+	int sv[2];
+	int res;
+	char buf[4];
+};
+
+static int race_recv(void *arg)
+{
+	struct race_slot *s = arg;
+
+	corio_timeout(RACE_DEADLINE);
+	s->res = (int)corio_recv(s->sv[0], s->buf, sizeof(s->buf), 0);
+	return 0;
+}
+
+/* When the byte is written in round r, in us after the tasks start (or
+ * never, for -1): before, near and after the deadline. */
+static long race_write_us(int round)
+{
+	static const long at[] = { 1500, 500, 2500, 2900, 3000, 3100, 2000,
+				   -1, 3500, 1000, 2800, 0 };
+
+	return at[round % (int)ARRAY_SIZE(at)];
+}
+
+static int race_main(void *arg)
+{
+	struct race_slot *slots = calloc(RACE_TASKS, sizeof(*slots));
+	corio_task **t = calloc(RACE_TASKS, sizeof(*t));
+	int round, i, received = 0, timed_out = 0;
+
+	(void)arg;
+	assert_non_null(slots);
+	assert_non_null(t);
+	for (round = 0; round < RACE_ROUNDS; round++) {
+		long us = race_write_us(round);
+
+		for (i = 0; i < RACE_TASKS; i++) {
+			socketpair_or_fail(slots[i].sv);
+			slots[i].res = 1234;
+			memset(slots[i].buf, 0, sizeof(slots[i].buf));
+			t[i] = corio_spawn(race_recv, &slots[i]);
+			assert_non_null(t[i]);
+		}
+		/* Let the tasks start and park. */
+		assert_int_equal(corio_yield(), 0);
+		if (us > 0)
+			assert_int_equal(corio_sleep(CORIO_USEC(us)), 0);
+		if (us >= 0)
+			for (i = 0; i < RACE_TASKS; i++)
+				assert_int_equal(write(slots[i].sv[1], "x", 1),
+						 1);
+		for (i = 0; i < RACE_TASKS; i++)
+			assert_int_equal(corio_join(t[i]), 0);
+		for (i = 0; i < RACE_TASKS; i++) {
+			struct race_slot *s = &slots[i];
+			int left = pending_bytes(s->sv[0]);
+
+			if (s->res == 1) {
+				assert_int_equal(s->buf[0], 'x');
+				assert_int_equal(left, 0);
+				received++;
+			} else {
+				if (s->res != -ETIMEDOUT)
+					fail_msg("round %d task %d: recv "
+						 "returned %d, byte %s", round,
+						 i, s->res, left ? "unread" :
+						 "gone");
+				assert_int_equal(s->buf[0], 0);
+				assert_int_equal(left, us >= 0 ? 1 : 0);
+				timed_out++;
+			}
+			assert_int_equal(close(s->sv[0]), 0);
+			assert_int_equal(close(s->sv[1]), 0);
+		}
+	}
+	/* Both ends of the race were reached. */
+	assert_true(received > 0);
+	assert_true(timed_out > 0);
+	free(slots);
+	free(t);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_deadline_never_cancels_gh12(void **state)
+{
+	(void)state;
+	RUN(race_main, NULL);
+}
+
+/*
+ * The other half of the fix: an op that the kernel ends with -ECANCELED
+ * although nobody cancelled its task is submitted again.  Here the
+ * cancellation is one that corio did not make: an IORING_OP_ASYNC_CANCEL
+ * of every op on the fd, and of every op at all, through corio_sqe.
+ */
+static int spurious_recv(void *arg)
+{
+	int *fd = arg;
+	char c = 0;
+	ssize_t n = corio_recv(*fd, &c, 1, 0);
+
+	return n == 1 && c == 'y' ? 0 : (int)(n < 0 ? n : -EPROTO);
+}
+
+static int spurious_recv_deadline(void *arg)
+{
+	corio_timeout(CORIO_SEC(30));
+	return spurious_recv(arg);
+}
+
+static int spurious_sleep(void *arg)
+{
+	uint64_t t0 = corio_now();
+	int ret = corio_sleep(CORIO_MSEC(50));
+
+	(void)arg;
+	if (ret < 0)
+		return ret;
+	return corio_now() - t0 >= CORIO_MSEC(50) ? 0 : -EPROTO;
+}
+
+static int spurious_main(void *arg)
+{
+	struct io_uring_sqe *sqe;
+	corio_task *r, *s, *rd;
+	int sv[2], sv2[2];
+
+	(void)arg;
+	socketpair_or_fail(sv);
+	socketpair_or_fail(sv2);
+	r = corio_spawn(spurious_recv, &sv[0]);
+	rd = corio_spawn(spurious_recv_deadline, &sv2[0]);
+	s = corio_spawn(spurious_sleep, NULL);
+	assert_non_null(r);
+	assert_non_null(rd);
+	assert_non_null(s);
+	assert_int_equal(corio_yield(), 0);
+	assert_int_equal(corio_sleep(CORIO_MSEC(5)), 0);
+
+	sqe = corio_sqe();
+	io_uring_prep_cancel_fd(sqe, sv[0], IORING_ASYNC_CANCEL_ALL);
+	assert_true(corio_await(sqe) >= 1);
+	/* rd has a deadline far off: its op carries a LINK_TIMEOUT. */
+	sqe = corio_sqe();
+	io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY |
+			       IORING_ASYNC_CANCEL_ALL);
+	assert_true(corio_await(sqe) >= 2);
+	assert_int_equal(corio_sleep(CORIO_MSEC(5)), 0);
+
+	assert_int_equal(write(sv[1], "y", 1), 1);
+	assert_int_equal(write(sv2[1], "y", 1), 1);
+	assert_int_equal(corio_join(r), 0);
+	assert_int_equal(corio_join(rd), 0);
+	assert_int_equal(corio_join(s), 0);
+	assert_int_equal(corio_close(sv[0]), 0);
+	assert_int_equal(corio_close(sv[1]), 0);
+	assert_int_equal(corio_close(sv2[0]), 0);
+	assert_int_equal(corio_close(sv2[1]), 0);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_uncancelled_op_is_resubmitted_gh12(void **state)
+{
+	(void)state;
+	RUN(spurious_main, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -471,6 +657,8 @@ int main(void)
 		CORIO_TEST(test_deadline_scope),
 		CORIO_TEST(test_huge_timeout_saturates),
 		CORIO_TEST(test_many_ops_with_deadlines),
+		CORIO_TEST(test_deadline_never_cancels_gh12),
+		CORIO_TEST(test_uncancelled_op_is_resubmitted_gh12),
 	};
 
 	return RUN_GROUP(tests);
