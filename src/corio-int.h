@@ -143,6 +143,7 @@ struct corio_stack {
 	struct corio_stack_pool *pool;
 	unsigned int vg_id;	/* valgrind's stack id, 0 without valgrind */
 	bool canary;		/* no guard page: check a canary on switch */
+	bool heap;		/* the task record is on the heap, not at top */
 };
 
 struct corio_task {
@@ -166,7 +167,8 @@ struct corio_task {
 	uint64_t park_ns;		/* when it parked (the turn's clock) */
 	uint64_t deadline_ns;		/* 0: none */
 	uint64_t id;
-	struct corio_stack stack;	/* the task struct sits at its top */
+	struct corio_stack stack;	/* the task struct sits at its top,
+					   unless stack.heap */
 	void *asan_fake_stack;
 };
 
@@ -253,6 +255,9 @@ void corio__task_park(struct corio_task *t, corio_cancel_hook hook,
 		      void *data);
 void corio__task_run(struct corio_loop *loop, struct corio_task *t);
 void corio__task_free(struct corio_task *t);
+struct corio_task *corio__task_spawn(corio_fn fn, void *arg,
+				     const struct corio_spawn_attr *attr,
+				     bool heap);
 void corio__task_join_cancel(struct corio_task *self);
 const char *corio__task_name(const struct corio_task *t, char *buf,
 			     size_t len);
@@ -294,6 +299,7 @@ void corio__wake(struct corio_wait *w, int res);
 /* sync.c */
 void corio__group_done(struct corio_task *t);
 void corio__group_forget(struct corio_task *t);
+void corio__group_detach(struct corio_task *t);
 void corio__group_wait_cancel(struct corio_task *self);
 void corio__sync_cancel(struct corio_task *t);
 
@@ -330,7 +336,12 @@ static inline int corio__op_check(struct corio_task *t, bool cancellable)
 
 /* stack.c */
 struct corio_task *corio__stack_get(struct corio_loop *loop, size_t size);
+struct corio_task *corio__stack_get_heap(struct corio_loop *loop,
+					 size_t size);
+char *corio__stack_top(const struct corio_task *t);
+void corio__stack_release(struct corio_task *t);
 void corio__stack_put(struct corio_task *t);
+size_t corio__stack_mapped(const struct corio_loop *loop);
 void corio__stack_trim(struct corio_loop *loop);
 void corio__stack_pools_free(struct corio_loop *loop);
 void corio__stack_check(const struct corio_task *t);

@@ -9,6 +9,9 @@
  *	[guard page][usable stack ........ struct corio_task]
  *	            ^base                  ^top: the task struct lives here
  *
+ * (A group member's record is on the heap instead, so that its stack can
+ * be reused as soon as it returns; its room at the top stays unused.)
+ *
  * The guard page is installed with MADV_GUARD_INSTALL (Linux 6.13+), which
  * does not split the mapping; where process_madvise takes PIDFD_SELF
  * (Linux 6.14+), the guards of GUARD_BATCH stacks ahead are installed in
@@ -259,51 +262,95 @@ static CORIO_COLD char *stack_carve(struct corio_stack_pool *pool,
 	return base;
 }
 
-struct corio_task *corio__stack_get(struct corio_loop *loop, size_t size)
+/* A free or new stack of pool, ASan-clean; NULL when there is none. */
+static char *stack_take(struct corio_stack_pool *pool, bool *canary)
 {
-	struct corio_stack_pool *pool = pool_find(loop, size);
-	struct corio_task *t;
-	bool canary = false;
 	char *base;
 
-	if (!pool)
-		goto enomem;
+	*canary = false;
 	if (pool->nr_free) {
 		uintptr_t e = pool->free[--pool->nr_free];
 
 		base = (char *)(e & ~(uintptr_t)1);
-		canary = e & 1;
+		*canary = e & 1;
 		if (pool->nr_free < pool->low) {
 			pool->low = pool->nr_free;
 			if (pool->nr_released > pool->nr_free)
 				pool->nr_released = pool->nr_free;
 		}
 	} else {
-		base = stack_carve(pool, &canary);
+		base = stack_carve(pool, canary);
 		if (!base)
-			goto enomem;
+			return NULL;
 	}
 #if CORIO_ASAN
 	/* A task's frames end with a jump, never a return: their redzones
 	 * stay poisoned, in a reused stack or a slab mapped where an old
 	 * one was. */
-	ASAN_UNPOISON_MEMORY_REGION(base, size);
+	ASAN_UNPOISON_MEMORY_REGION(base, pool->size);
 #endif
-	t = task_at_top(base, size);
-	memset(t, 0, sizeof(*t));
+	return base;
+}
+
+static void stack_attach(struct corio_task *t, struct corio_stack_pool *pool,
+			 char *base, bool canary)
+{
 	t->stack.base = base;
-	t->stack.size = size;
+	t->stack.size = pool->size;
 	t->stack.pool = pool;
 	t->stack.canary = canary;
 	if (canary)
 		*(uint64_t *)base = CANARY;
 #if CORIO_HAVE_VALGRIND
-	t->stack.vg_id = VALGRIND_STACK_REGISTER(base, base + size);
+	t->stack.vg_id = VALGRIND_STACK_REGISTER(base, base + pool->size);
 #endif
+}
+
+struct corio_task *corio__stack_get(struct corio_loop *loop, size_t size)
+{
+	struct corio_stack_pool *pool = pool_find(loop, size);
+	struct corio_task *t;
+	bool canary;
+	char *base;
+
+	if (!pool || !(base = stack_take(pool, &canary))) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	t = task_at_top(base, size);
+	memset(t, 0, sizeof(*t));
+	stack_attach(t, pool, base, canary);
 	return t;
-enomem:
-	errno = ENOMEM;
-	return NULL;
+}
+
+/*
+ * A task whose record is on the heap, for a group member: its stack goes
+ * back to the pool as soon as it returns (corio__stack_release), while the
+ * record, which is the member's handle, waits for the group.  The room at
+ * the stack's top stays unused, so both kinds of stack are alike.
+ */
+struct corio_task *corio__stack_get_heap(struct corio_loop *loop,
+					 size_t size)
+{
+	struct corio_stack_pool *pool = pool_find(loop, size);
+	struct corio_task *t = calloc(1, sizeof(*t));
+	bool canary;
+	char *base;
+
+	if (!t || !pool || !(base = stack_take(pool, &canary))) {
+		free(t);
+		errno = ENOMEM;
+		return NULL;
+	}
+	stack_attach(t, pool, base, canary);
+	t->stack.heap = true;
+	return t;
+}
+
+/* Where t's frames begin: the record's place at the top of the stack. */
+char *corio__stack_top(const struct corio_task *t)
+{
+	return (char *)task_at_top(t->stack.base, t->stack.size);
 }
 
 static int cmp_entry(const void *a, const void *b)
@@ -382,13 +429,17 @@ void corio__stack_trim(struct corio_loop *loop)
 	loop->trim_at = next;
 }
 
-void corio__stack_put(struct corio_task *t)
+/* Gives t's stack back to its pool; t's record stays if on the heap. */
+void corio__stack_release(struct corio_task *t)
 {
 	struct corio_stack_pool *pool = t->stack.pool;
 	struct corio_loop *loop = t->loop;
 	char *base = t->stack.base;
 	bool canary = t->stack.canary;
 
+	if (!base)
+		return;
+	t->stack.base = NULL;
 #if CORIO_HAVE_VALGRIND
 	VALGRIND_STACK_DEREGISTER(t->stack.vg_id);
 #endif
@@ -408,6 +459,30 @@ void corio__stack_put(struct corio_task *t)
 		pool->low = pool->nr_free;
 		loop->trim_at = loop->now_ns + TRIM_PERIOD;
 	}
+}
+
+void corio__stack_put(struct corio_task *t)
+{
+	bool heap = t->stack.heap;
+
+	corio__stack_release(t);
+	if (heap)
+		free(t);
+}
+
+/* Stacks mapped by this loop's pools: in use, free, or given back. */
+size_t corio__stack_mapped(const struct corio_loop *loop)
+{
+	const struct corio_stack_pool *pool;
+	const struct slab *slab;
+	size_t n = 0;
+
+	for (pool = loop->pools; pool; pool = pool->next) {
+		for (slab = pool->slabs; slab; slab = slab->next)
+			n += slab->len / pool->stride;
+		n -= (size_t)(pool->carve_end - pool->carve) / pool->stride;
+	}
+	return n;
 }
 
 void corio__stack_pools_free(struct corio_loop *loop)

@@ -545,16 +545,22 @@ size_t corio_queue_len(const corio_queue *q)
 }
 
 /*
- * Task groups.  A member's handle belongs to the group: corio_join and
- * corio_detach refuse it.  When a member returns (corio__group_done, from
- * its last moments on its own stack) it moves to the done list; the first
- * negative result cancels the others.
+ * Task groups.  A member's handle belongs to the group: corio_join refuses
+ * it.  A member's record is on the heap (corio__stack_get_heap), so that
+ * its stack goes back to the pool the moment it returns while the record,
+ * its handle, stays: a long-lived group of churning members holds a few
+ * hundred bytes per member that nobody has taken yet, not a stack.  When a
+ * member returns (corio__group_done, from its last moments on its own
+ * stack) it moves to the done list, or straight to a task in
+ * corio_group_wait_any; a detached member leaves no record at all.  The
+ * first negative result cancels the others.
  */
 
 struct corio_group {
 	struct corio_task *live, *done;	/* lists through gnext/gprev */
 	struct corio_task *done_tail;
 	size_t nr_live;
+	size_t nr_kept;			/* live and not detached */
 	int first_error;
 	bool failed;
 	bool cancelled;			/* corio_group_cancel was called */
@@ -590,7 +596,7 @@ corio_task *corio_group_spawn(corio_group *g, corio_fn fn, void *arg)
 		errno = EINVAL;
 		return NULL;
 	}
-	t = corio_spawn(fn, arg);
+	t = corio__task_spawn(fn, arg, NULL, true);
 	if (!t)
 		return NULL;
 	t->group = g;
@@ -600,6 +606,7 @@ corio_task *corio_group_spawn(corio_group *g, corio_fn fn, void *arg)
 		g->live->gprev = t;
 	g->live = t;
 	g->nr_live++;
+	g->nr_kept++;
 	if (g->failed)
 		corio_cancel(t);	/* the group is already unwinding */
 	return t;
@@ -617,12 +624,16 @@ void corio__group_done(struct corio_task *t)
 		g->first_error = t->result;
 		corio_group_cancel(g);
 	}
-	if (g->any.head) {
+	if (t->detached) {
+		t->group = NULL;	/* freed as it switches out */
+	} else if (g->any.head) {
+		g->nr_kept--;
 		/* Straight to the first waiter: nobody can take it first. */
 		t->group = NULL;
 		g->any.head->item = t;
 		corio__wake(g->any.head, 0);
 	} else {
+		g->nr_kept--;
 		t->gnext = NULL;
 		t->gprev = g->done_tail;
 		if (g->done_tail)
@@ -631,6 +642,9 @@ void corio__group_done(struct corio_task *t)
 			g->done = t;
 		g->done_tail = t;
 	}
+	/* Only detached members left: wait_any has nothing to wait for. */
+	if (!g->nr_kept && !g->done)
+		wake_all(&g->any, -ENOENT);
 	if (g->waiter && !g->nr_live) {
 		if (g->all.head)
 			corio__wake(g->all.head, 0);
@@ -653,8 +667,30 @@ void corio__group_forget(struct corio_task *t)
 	} else {
 		glist_remove(&g->live, t);
 		g->nr_live--;
+		if (!t->detached)
+			g->nr_kept--;
 	}
 	t->group = NULL;
+}
+
+/*
+ * corio_detach of a member: one that returned is freed now; one still
+ * running stays in the group (cancelled and waited for with it) and is
+ * freed when it returns, leaving no record for corio_group_wait_any.
+ */
+void corio__group_detach(struct corio_task *t)
+{
+	struct corio_group *g = t->group;
+
+	if (t->state == CORIO_T_DONE) {
+		corio__task_free(t);
+		return;
+	}
+	t->detached = true;
+	g->nr_kept--;
+	/* Nothing is left for the tasks in wait_any to get. */
+	if (!g->nr_kept && !g->done)
+		wake_all(&g->any, -ENOENT);
 }
 
 int corio_group_cancel(corio_group *g)
@@ -747,7 +783,7 @@ int corio_group_wait_any(corio_group *g, corio_task **done, int *result)
 			g->done_tail = NULL;
 		t->group = NULL;	/* the caller's to join now */
 	} else {
-		if (!g->nr_live)
+		if (!g->nr_kept)
 			return -ENOENT;
 		ret = corio__wait_on(&g->any, &w);
 		if (ret < 0)

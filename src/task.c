@@ -107,7 +107,9 @@ void corio__task_run(struct corio_loop *loop, struct corio_task *t)
 	t->state = CORIO_T_RUNNING;
 	if (corio_unlikely(!t->started)) {
 		t->started = true;
-		t->ctx = make_fcontext((char *)t, (char *)t - t->stack.base,
+		char *top = corio__stack_top(t);
+
+		t->ctx = make_fcontext(top, (size_t)(top - t->stack.base),
 				       trampoline);
 	}
 	if (corio_unlikely(loop->debug_slow_ns))
@@ -128,6 +130,8 @@ void corio__task_run(struct corio_loop *loop, struct corio_task *t)
 	if (t->state == CORIO_T_DONE) {
 		if (t->detached)
 			corio__task_free(t);
+		else if (t->stack.heap)
+			corio__stack_release(t);	/* its record waits */
 		return;
 	}
 	t->ctx = back.fctx;
@@ -142,8 +146,10 @@ void corio__task_free(struct corio_task *t)
 	corio__stack_put(t);
 }
 
-corio_task *corio_spawn_ex(corio_fn fn, void *arg,
-			   const struct corio_spawn_attr *attr)
+/* heap: the task's record on the heap (corio__stack_get_heap). */
+struct corio_task *corio__task_spawn(corio_fn fn, void *arg,
+				     const struct corio_spawn_attr *attr,
+				     bool heap)
 {
 	struct corio_loop *loop = corio__loop;
 	size_t size;
@@ -166,7 +172,8 @@ corio_task *corio_spawn_ex(corio_fn fn, void *arg,
 		}
 		size = corio__stack_round(attr->stack_size);
 	}
-	t = corio__stack_get(loop, size);
+	t = heap ? corio__stack_get_heap(loop, size) :
+		   corio__stack_get(loop, size);
 	if (!t)
 		return NULL;
 	t->loop = loop;
@@ -184,9 +191,15 @@ corio_task *corio_spawn_ex(corio_fn fn, void *arg,
 	return t;
 }
 
+corio_task *corio_spawn_ex(corio_fn fn, void *arg,
+			   const struct corio_spawn_attr *attr)
+{
+	return corio__task_spawn(fn, arg, attr, false);
+}
+
 corio_task *corio_spawn(corio_fn fn, void *arg)
 {
-	return corio_spawn_ex(fn, arg, NULL);
+	return corio__task_spawn(fn, arg, NULL, false);
 }
 
 /* The joiner was cancelled: so is the task it joins (as in asyncio). */
@@ -225,9 +238,11 @@ void corio_detach(corio_task *t)
 	struct corio_loop *loop = corio__loop;
 
 	if (!t || !loop || t->loop != loop || t->detached || t->joiner ||
-	    t->group || t == loop->main)
+	    t == loop->main)
 		return;
-	if (t->state == CORIO_T_DONE)
+	if (t->group)
+		corio__group_detach(t);
+	else if (t->state == CORIO_T_DONE)
 		corio__task_free(t);
 	else
 		t->detached = true;

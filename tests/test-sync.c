@@ -2285,9 +2285,8 @@ static int group_any_main(void *arg)
 		t[i] = corio_group_spawn(g, member_fn, &m[i]);
 		assert_non_null(t[i]);
 	}
-	/* Members are the group's: not joined nor detached by hand. */
+	/* Members are the group's: not joined by hand. */
 	assert_int_equal(corio_join(t[0]), -EINVAL);
-	corio_detach(t[0]);
 
 	assert_int_equal(corio_event_set(go[1]), 0);
 	assert_int_equal(corio_group_wait_any(g, &done, &res), 0);
@@ -2306,7 +2305,7 @@ static int group_any_main(void *arg)
 
 	assert_int_equal(corio_event_set(go[0]), 0);
 	assert_int_equal(corio_group_wait_any(g, &done, &res), 0);
-	assert_ptr_equal(done, t[0]);	/* the detach above had no effect */
+	assert_ptr_equal(done, t[0]);
 	assert_int_equal(res, 10);
 	assert_int_equal(corio_join(done), 10);
 	assert_int_equal(corio_group_wait_any(g, &done, &res), -ENOENT);
@@ -2813,6 +2812,233 @@ static void test_group_member_cancelled_is_not_a_failure(void **state)
 	KIND_TEST(f, K_COND), KIND_TEST(f, K_GET), KIND_TEST(f, K_PUT),	\
 	KIND_TEST(f, K_ANY)
 
+/*
+ * corio_detach of a member (gh12): a running member stays in the group,
+ * which still cancels it, waits for it and takes its failure, but it
+ * leaves no record for corio_group_wait_any; a returned one is freed.
+ */
+static int group_detach_main(void *arg)
+{
+	struct member a = MEMBER_INIT, b = MEMBER_INIT, c = MEMBER_INIT;
+	corio_task *ta, *tb, *tc, *done = NULL;
+	corio_event *go;
+	corio_group *g;
+	int res = 0;
+
+	(void)arg;
+	assert_int_equal(corio_event_new(&go), 0);
+	assert_int_equal(corio_group_new(&g), 0);
+	a.go = b.go = c.go = go;
+	a.quiet = b.quiet = c.quiet = 1;
+	a.result = 1;
+	b.result = 2;
+	c.result = -EIO;
+	ta = corio_group_spawn(g, member_fn, &a);
+	tb = corio_group_spawn(g, member_fn, &b);
+	tc = corio_group_spawn(g, member_fn, &c);
+	assert_non_null(ta);
+	assert_non_null(tb);
+	assert_non_null(tc);
+	corio_detach(ta);
+	corio_detach(tc);
+	assert_int_equal(corio_yield(), 0);
+	assert_int_equal(corio_event_set(go), 0);
+	/* Only b is kept: a and c free themselves as they return. */
+	assert_int_equal(corio_group_wait_any(g, &done, &res), 0);
+	assert_ptr_equal(done, tb);
+	assert_int_equal(res, 2);
+	assert_int_equal(corio_join(done), 2);
+	assert_int_equal(corio_group_wait_any(g, &done, &res), -ENOENT);
+	/* c's failure is still the group's. */
+	assert_int_equal(corio_group_wait(g), -EIO);
+	assert_int_equal(a.wait_ret, 0);
+
+	/* A member that already returned: detach frees it at once. */
+	assert_int_equal(corio_event_clear(go), 0);
+	a = (struct member)MEMBER_INIT;
+	a.quiet = 1;
+	a.result = 7;
+	ta = corio_group_spawn(g, member_fn, &a);
+	assert_non_null(ta);
+	assert_int_equal(corio_yield(), 0);
+	assert_int_equal(corio_yield(), 0);
+	assert_int_equal(a.ran, 1);
+	corio_detach(ta);
+	assert_int_equal(corio_group_wait_any(g, &done, &res), -ENOENT);
+	assert_int_equal(corio_group_free(g), 0);
+	assert_int_equal(corio_event_free(go), 0);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_group_detached_member_gh12(void **state)
+{
+	(void)state;
+	RUN(group_detach_main, NULL);
+}
+
+/*
+ * corio_group_wait_any with nothing to wait for (gh12) returns -ENOENT at
+ * once, as tokio's JoinSet::join_next returns None: an empty group, or
+ * one whose running members are all detached.  A task parked in it when
+ * the last kept member is detached is woken with -ENOENT.
+ */
+static int any_waiter_fn(void *arg)
+{
+	corio_group *g = arg;
+	corio_task *done = NULL;
+
+	return corio_group_wait_any(g, &done, NULL);
+}
+
+static int group_any_empty_main(void *arg)
+{
+	struct member a = MEMBER_INIT;
+	corio_task *ta, *w, *done = NULL;
+	corio_event *go;
+	corio_group *g;
+	uint64_t turns0;
+
+	(void)arg;
+	assert_int_equal(corio_event_new(&go), 0);
+	assert_int_equal(corio_group_new(&g), 0);
+	turns0 = turns_now();
+	/* errors: corio_group.3 ENOENT */
+	assert_int_equal(corio_group_wait_any(g, &done, NULL), -ENOENT);
+	assert_int_equal(turns_now(), turns0);
+	assert_null(done);
+
+	a.go = go;
+	a.quiet = 1;
+	ta = corio_group_spawn(g, member_fn, &a);
+	assert_non_null(ta);
+	w = corio_spawn(any_waiter_fn, g);
+	assert_non_null(w);
+	assert_int_equal(corio_yield(), 0);
+	assert_int_equal(corio_yield(), 0);
+	corio_detach(ta);	/* w has nothing left to get */
+	assert_int_equal(corio_join(w), -ENOENT);
+	assert_int_equal(corio_group_wait_any(g, &done, NULL), -ENOENT);
+	assert_int_equal(corio_event_set(go), 0);
+	assert_int_equal(corio_group_wait(g), 0);
+	assert_int_equal(a.wait_ret, 0);
+	assert_int_equal(corio_group_free(g), 0);
+	assert_int_equal(corio_event_free(go), 0);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_group_wait_any_empty_gh12(void **state)
+{
+	(void)state;
+	RUN(group_any_empty_main, NULL);
+}
+
+/*
+ * A long-lived group with churning members (gh12): 100,000 members, in
+ * batches, each of which parks once before it returns.  A member's stack
+ * goes back to the pool when it returns, so the stacks mapped after the
+ * first batch never grow; RSS stays flat for detached members and for
+ * members taken by corio_group_wait_any, and grows only by a small record
+ * per member that nobody takes until corio_group_wait.
+ */
+#define CHURN_BATCH	1000
+#define CHURN_TOTAL	100000
+
+enum churn_mode { CHURN_DETACHED, CHURN_TAKEN, CHURN_KEPT };
+
+static long status_kib(const char *key)
+{
+	char line[256];
+	size_t n = strlen(key);
+	long v = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, n) && line[n] == ':')
+			v = strtol(line + n + 1, NULL, 10);
+	fclose(f);
+	return v;
+}
+
+static int churn_member(void *arg)
+{
+	int *live = arg;
+
+	corio_yield();
+	--*live;
+	return 0;
+}
+
+static int churn_main(void *arg)
+{
+	enum churn_mode mode = *(enum churn_mode *)arg;
+	int total = UNDER_VALGRIND() ? CHURN_TOTAL / 20 : CHURN_TOTAL;
+	size_t mapped0 = 0;
+	long rss0 = 0, rss1;
+	corio_group *g;
+	int n, i, live = 0;
+
+	assert_int_equal(corio_group_new(&g), 0);
+	for (n = 0; n < total; n += CHURN_BATCH) {
+		for (i = 0; i < CHURN_BATCH; i++) {
+			corio_task *t = corio_group_spawn(g, churn_member,
+							  &live);
+
+			assert_non_null(t);
+			live++;
+			if (mode == CHURN_DETACHED)
+				corio_detach(t);
+		}
+		if (mode == CHURN_TAKEN) {
+			for (i = 0; i < CHURN_BATCH; i++) {
+				corio_task *done = NULL;
+				int res = -1;
+
+				assert_int_equal(corio_group_wait_any(g, &done,
+								      &res), 0);
+				assert_int_equal(res, 0);
+				assert_int_equal(corio_join(done), 0);
+			}
+		}
+		while (live)
+			assert_int_equal(corio_yield(), 0);
+		if (n == 10 * CHURN_BATCH) {
+			mapped0 = corio__stack_mapped(corio__loop);
+			rss0 = status_kib("VmRSS");
+		}
+	}
+	/* No stack was mapped after the warm-up: the pool is reused. */
+	assert_int_equal(corio__stack_mapped(corio__loop), mapped0);
+	assert_true(mapped0 <= 2 * CHURN_BATCH);
+	rss1 = status_kib("VmRSS");
+	if (!CORIO_ASAN && !UNDER_VALGRIND()) {
+		long grown = rss1 - rss0;
+		/* A record is a task struct on the heap: a few hundred bytes,
+		 * where a kept stack cost 4 KiB or more. */
+		long limit = mode == CHURN_KEPT ?
+			     (long)(total - 11 * CHURN_BATCH) / 2 : 4096;
+
+		print_message("mode %d: RSS %ld KiB -> %ld KiB, %zu stacks\n",
+			      mode, rss0, rss1, mapped0);
+		assert_true(grown < limit);
+	}
+	assert_int_equal(corio_group_wait(g), 0);
+	assert_int_equal(corio_group_free(g), 0);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_group_churn_memory_flat_gh12(void **state)
+{
+	enum churn_mode mode;
+
+	(void)state;
+	for (mode = CHURN_DETACHED; mode <= CHURN_KEPT; mode++)
+		RUN(churn_main, &mode);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2862,6 +3088,9 @@ int main(void)
 		CORIO_TEST(test_group_freed_after_its_loop),
 		CORIO_TEST(test_group_wait_any_woken_member_not_stolen),
 		CORIO_TEST(test_group_member_cancelled_is_not_a_failure),
+		CORIO_TEST(test_group_detached_member_gh12),
+		CORIO_TEST(test_group_wait_any_empty_gh12),
+		CORIO_TEST(test_group_churn_memory_flat_gh12),
 	};
 
 	return RUN_GROUP(tests);
