@@ -16,6 +16,7 @@
  */
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -407,12 +408,33 @@ int corio_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
 	return ret;
 }
 
+/*
+ * A connect submitted again (after a spurious -ECANCELED or -EINTR) finds
+ * the first attempt under way: -EALREADY.  Its outcome is then the
+ * socket's once it is writable, as for a nonblocking connect(2).
+ */
+static CORIO_COLD int connect_finish(int fd)
+{
+	socklen_t len = sizeof(int);
+	int ret, err = 0;
+
+	ret = corio_poll(fd, POLLOUT);
+	if (ret < 0)
+		return ret;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		return -errno;
+	return -err;
+}
+
 int corio_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 {
 	struct corio_task *t = corio__current();
-	int ret;
+	int ret, tries = 0;
 
-	OP_AWAIT(t, ret, io_uring_prep_connect(sqe, fd, addr, addrlen));
+	OP_AWAIT(t, ret,
+		 (tries++, io_uring_prep_connect(sqe, fd, addr, addrlen)));
+	if (corio_unlikely(ret == -EALREADY) && tries > 1)
+		ret = connect_finish(fd);
 	return ret;
 }
 

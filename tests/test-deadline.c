@@ -5,6 +5,8 @@
  */
 #include <liburing.h>
 #include <sys/ioctl.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 
 #include "helpers.h"
@@ -644,6 +646,74 @@ static void test_uncancelled_op_is_resubmitted_gh12(void **state)
 	RUN(spurious_main, NULL);
 }
 
+/*
+ * A connect under way when the kernel cancels it spuriously: submitted
+ * again, it finds the first attempt in progress (-EALREADY) and must wait
+ * for its outcome instead.  The listener's accept queue is full, so the
+ * SYN is dropped and the connect stays pending until the queue has room
+ * (the SYN is sent again after about a second).
+ */
+static int spurious_connect(void *arg)
+{
+	int *fds = arg;	/* socket, listener */
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+
+	if (getsockname(fds[1], (struct sockaddr *)&sin, &len) < 0)
+		return -errno;
+	return corio_connect(fds[0], (struct sockaddr *)&sin, len);
+}
+
+static int spurious_connect_main(void *arg)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	struct io_uring_sqe *sqe;
+	corio_task *t;
+	int fds[2], first, acc;
+
+	(void)arg;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fds[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fds[1] >= 0);
+	assert_int_equal(bind(fds[1], (struct sockaddr *)&sin, len), 0);
+	assert_int_equal(listen(fds[1], 0), 0);
+	assert_int_equal(getsockname(fds[1], (struct sockaddr *)&sin, &len),
+			 0);
+	/* Fills the accept queue (one connection, with a backlog of 0). */
+	first = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(first >= 0);
+	assert_int_equal(connect(first, (struct sockaddr *)&sin, len), 0);
+
+	fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fds[0] >= 0);
+	t = corio_spawn(spurious_connect, fds);
+	assert_non_null(t);
+	assert_int_equal(corio_sleep(CORIO_MSEC(20)), 0);
+	sqe = corio_sqe();
+	io_uring_prep_cancel_fd(sqe, fds[0], 0);
+	assert_int_equal(corio_await(sqe), 0);
+	assert_int_equal(corio_sleep(CORIO_MSEC(20)), 0);
+	/* Room in the queue: the SYN sent again gets through. */
+	acc = accept4(fds[1], NULL, NULL, SOCK_CLOEXEC);
+	assert_true(acc >= 0);
+	assert_int_equal(corio_join(t), 0);
+	assert_int_equal(getpeername(fds[0], (struct sockaddr *)&sin, &len),
+			 0);
+	assert_int_equal(close(acc), 0);
+	assert_int_equal(close(first), 0);
+	assert_int_equal(close(fds[0]), 0);
+	assert_int_equal(close(fds[1]), 0);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_uncancelled_connect_is_resumed_gh12(void **state)
+{
+	(void)state;
+	RUN(spurious_connect_main, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -659,6 +729,7 @@ int main(void)
 		CORIO_TEST(test_many_ops_with_deadlines),
 		CORIO_TEST(test_deadline_never_cancels_gh12),
 		CORIO_TEST(test_uncancelled_op_is_resubmitted_gh12),
+		CORIO_TEST(test_uncancelled_connect_is_resumed_gh12),
 	};
 
 	return RUN_GROUP(tests);
