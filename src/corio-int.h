@@ -130,6 +130,18 @@ static inline void corio__ts_from_ns(struct __kernel_timespec *ts,
  */
 typedef void (*corio_cancel_hook)(struct corio_task *t);
 
+/*
+ * A layer above task.c that holds a task's handle (a group): corio_join
+ * refuses such a task, corio_detach hands it to detach(), and the owner
+ * hears of the task's end: done() as fn returns (still on the task's
+ * stack, before its last switch), forget() as it is freed.
+ */
+struct corio_task_owner {
+	void (*done)(struct corio_task *t);
+	void (*detach)(struct corio_task *t);
+	void (*forget)(struct corio_task *t);
+};
+
 enum corio_task_state {
 	CORIO_T_READY,		/* on the ready queue, or never run yet */
 	CORIO_T_RUNNING,
@@ -162,8 +174,9 @@ struct corio_task {
 	corio_cancel_hook park_hook;	/* set while parked, else NULL */
 	void *park_data;		/* the hook's argument */
 	struct corio_task *joiner;	/* the task parked in corio_join(this) */
-	struct corio_group *group;	/* owner of this handle, or NULL */
-	struct corio_task *gprev, *gnext;	/* the group's list */
+	const struct corio_task_owner *owner;	/* holds the handle, or NULL */
+	void *owner_data;		/* the owner's (a group) */
+	struct corio_task *oprev, *onext;	/* the owner's list */
 	uint64_t park_ns;		/* when it parked (the turn's clock) */
 	uint64_t deadline_ns;		/* 0: none */
 	uint64_t id;
@@ -297,11 +310,11 @@ int corio__wait_on(struct corio_waitq *q, struct corio_wait *w);
 void corio__wake(struct corio_wait *w, int res);
 
 /* sync.c */
-void corio__group_done(struct corio_task *t);
-void corio__group_forget(struct corio_task *t);
-void corio__group_detach(struct corio_task *t);
-void corio__group_wait_cancel(struct corio_task *self);
+void corio__wake_all(struct corio_waitq *q, int res);
 void corio__sync_cancel(struct corio_task *t);
+
+/* group.c: the park hook of corio_group_wait (corio_dump names it) */
+void corio__group_wait_cancel(struct corio_task *self);
 
 /* dump.c */
 void corio__dump_slow(struct corio_loop *loop, struct corio_task *t,

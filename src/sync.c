@@ -1,6 +1,6 @@
 /*
  * sync.c - waiting between the tasks of one loop: events, mutexes,
- * semaphores, conditions, queues and task groups.
+ * semaphores, conditions and queues (groups are in group.c).
  *
  * Everything here is a FIFO wait queue of struct corio_wait, each on its
  * waiting task's stack.  Waking is moving a task to the ready queue: no
@@ -55,7 +55,7 @@ void corio__wake(struct corio_wait *w, int res)
 	corio__task_wake(w->task);
 }
 
-static void wake_all(struct corio_waitq *q, int res)
+void corio__wake_all(struct corio_waitq *q, int res)
 {
 	while (q->head)
 		corio__wake(q->head, res);
@@ -163,7 +163,7 @@ int corio_event_set(corio_event *ev)
 	if (!ev)
 		return -EINVAL;
 	ev->set = true;
-	wake_all(&ev->q, 0);
+	corio__wake_all(&ev->q, 0);
 	return 0;
 }
 
@@ -412,7 +412,7 @@ int corio_cond_broadcast(corio_cond *cond)
 {
 	if (!cond)
 		return -EINVAL;
-	wake_all(&cond->q, 0);
+	corio__wake_all(&cond->q, 0);
 	return 0;
 }
 
@@ -534,284 +534,12 @@ int corio_queue_close(corio_queue *q)
 	if (!q)
 		return -EINVAL;
 	q->closed = true;
-	wake_all(&q->getters, -EPIPE);
-	wake_all(&q->putters, -EPIPE);
+	corio__wake_all(&q->getters, -EPIPE);
+	corio__wake_all(&q->putters, -EPIPE);
 	return 0;
 }
 
 size_t corio_queue_len(const corio_queue *q)
 {
 	return q ? q->len : 0;
-}
-
-/*
- * Task groups.  A member's handle belongs to the group: corio_join refuses
- * it.  A member's record is on the heap (corio__stack_get_heap), so that
- * its stack goes back to the pool the moment it returns while the record,
- * its handle, stays: a long-lived group of churning members holds a few
- * hundred bytes per member that nobody has taken yet, not a stack.  When a
- * member returns (corio__group_done, from its last moments on its own
- * stack) it moves to the done list, or straight to a task in
- * corio_group_wait_any; a detached member leaves no record at all.  The
- * first negative result cancels the others.
- */
-
-struct corio_group {
-	struct corio_task *live, *done;	/* lists through gnext/gprev */
-	struct corio_task *done_tail;
-	size_t nr_live;
-	size_t nr_kept;			/* live and not detached */
-	int first_error;
-	bool failed;
-	bool cancelled;			/* corio_group_cancel was called */
-	struct corio_task *waiter;	/* in corio_group_wait */
-	bool waiter_parked;		/* waiter waits for the last member */
-	struct corio_waitq all;		/* the waiter, until its deadline */
-	struct corio_waitq any;		/* parked in corio_group_wait_any */
-};
-
-static void glist_remove(struct corio_task **head, struct corio_task *t)
-{
-	if (t->gprev)
-		t->gprev->gnext = t->gnext;
-	else
-		*head = t->gnext;
-	if (t->gnext)
-		t->gnext->gprev = t->gprev;
-}
-
-int corio_group_new(corio_group **out)
-{
-	if (!out)
-		return -EINVAL;
-	*out = calloc(1, sizeof(**out));
-	return *out ? 0 : -ENOMEM;
-}
-
-corio_task *corio_group_spawn(corio_group *g, corio_fn fn, void *arg)
-{
-	struct corio_task *t;
-
-	if (!g) {
-		errno = EINVAL;
-		return NULL;
-	}
-	t = corio__task_spawn(fn, arg, NULL, true);
-	if (!t)
-		return NULL;
-	t->group = g;
-	t->gprev = NULL;
-	t->gnext = g->live;
-	if (g->live)
-		g->live->gprev = t;
-	g->live = t;
-	g->nr_live++;
-	g->nr_kept++;
-	if (g->failed)
-		corio_cancel(t);	/* the group is already unwinding */
-	return t;
-}
-
-void corio__group_done(struct corio_task *t)
-{
-	struct corio_group *g = t->group;
-
-	glist_remove(&g->live, t);
-	g->nr_live--;
-	/* As in asyncio's TaskGroup, a member's cancellation is no failure. */
-	if (t->result < 0 && t->result != -ECANCELED && !g->failed) {
-		g->failed = true;
-		g->first_error = t->result;
-		corio_group_cancel(g);
-	}
-	if (t->detached) {
-		t->group = NULL;	/* freed as it switches out */
-	} else if (g->any.head) {
-		g->nr_kept--;
-		/* Straight to the first waiter: nobody can take it first. */
-		t->group = NULL;
-		g->any.head->item = t;
-		corio__wake(g->any.head, 0);
-	} else {
-		g->nr_kept--;
-		t->gnext = NULL;
-		t->gprev = g->done_tail;
-		if (g->done_tail)
-			g->done_tail->gnext = t;
-		else
-			g->done = t;
-		g->done_tail = t;
-	}
-	/* Only detached members left: wait_any has nothing to wait for. */
-	if (!g->nr_kept && !g->done)
-		wake_all(&g->any, -ENOENT);
-	if (g->waiter && !g->nr_live) {
-		if (g->all.head)
-			corio__wake(g->all.head, 0);
-		else if (g->waiter_parked)
-			corio__task_wake(g->waiter);
-		g->waiter = NULL;
-		g->waiter_parked = false;
-	}
-}
-
-/* The loop is freeing t (corio_run's end): its group must forget it. */
-void corio__group_forget(struct corio_task *t)
-{
-	struct corio_group *g = t->group;
-
-	if (t->state == CORIO_T_DONE) {
-		glist_remove(&g->done, t);
-		if (g->done_tail == t)
-			g->done_tail = t->gprev;
-	} else {
-		glist_remove(&g->live, t);
-		g->nr_live--;
-		if (!t->detached)
-			g->nr_kept--;
-	}
-	t->group = NULL;
-}
-
-/*
- * corio_detach of a member: one that returned is freed now; one still
- * running stays in the group (cancelled and waited for with it) and is
- * freed when it returns, leaving no record for corio_group_wait_any.
- */
-void corio__group_detach(struct corio_task *t)
-{
-	struct corio_group *g = t->group;
-
-	if (t->state == CORIO_T_DONE) {
-		corio__task_free(t);
-		return;
-	}
-	t->detached = true;
-	g->nr_kept--;
-	/* Nothing is left for the tasks in wait_any to get. */
-	if (!g->nr_kept && !g->done)
-		wake_all(&g->any, -ENOENT);
-}
-
-int corio_group_cancel(corio_group *g)
-{
-	struct corio_task *t;
-
-	if (!g)
-		return -EINVAL;
-	g->cancelled = true;
-	for (t = g->live; t; t = t->gnext)
-		corio_cancel(t);
-	return 0;
-}
-
-/* Frees the done members. */
-static void group_reap(corio_group *g)
-{
-	while (g->done) {
-		struct corio_task *t = g->done;
-
-		g->done = t->gnext;
-		t->group = NULL;
-		corio__task_free(t);
-	}
-	g->done_tail = NULL;
-}
-
-/* The task waiting for the group was cancelled: so is the group. */
-void corio__group_wait_cancel(struct corio_task *self)
-{
-	corio_group_cancel(self->park_data);
-}
-
-int corio_group_wait(corio_group *g)
-{
-	struct corio_task *self = corio__current();
-	bool timed_out = false;
-	int ret;
-
-	if (!g)
-		return -EINVAL;
-	if (!self)
-		return -EPERM;
-	if (g->waiter)
-		return -EBUSY;
-	if (g->nr_live && self->deadline_ns) {
-		/* As asyncio's timeout around a TaskGroup: a deadline (or a
-		 * cancellation) ends the wait as such, then the members are
-		 * cancelled and waited for. */
-		struct corio_wait w = { 0 };
-
-		g->waiter = self;
-		ret = corio__wait_on(&g->all, &w);
-		if (ret < 0) {
-			corio_group_cancel(g);
-			timed_out = ret == -ETIMEDOUT;
-		}
-	}
-	if (g->nr_live) {
-		if (corio__task_stopped(self))
-			corio_group_cancel(g);
-		g->waiter = self;
-		g->waiter_parked = true;
-		corio__task_park(self, corio__group_wait_cancel, g);
-	}
-	group_reap(g);
-	if (g->first_error)
-		return g->first_error;
-	if (timed_out)
-		return -ETIMEDOUT;
-	return g->cancelled ? -ECANCELED : 0;
-}
-
-int corio_group_wait_any(corio_group *g, corio_task **done, int *result)
-{
-	struct corio_task *t;
-	struct corio_wait w;
-	int ret;
-
-	if (!g || !done)
-		return -EINVAL;
-	if (!corio__current())
-		return -EPERM;
-	if (g->done) {
-		t = g->done;
-		g->done = t->gnext;
-		if (g->done)
-			g->done->gprev = NULL;
-		else
-			g->done_tail = NULL;
-		t->group = NULL;	/* the caller's to join now */
-	} else {
-		if (!g->nr_kept)
-			return -ENOENT;
-		ret = corio__wait_on(&g->any, &w);
-		if (ret < 0)
-			return ret;
-		t = w.item;	/* handed over by corio__group_done */
-	}
-	*done = t;
-	if (result)
-		*result = t->result;
-	return 0;
-}
-
-int corio_group_free(corio_group *g)
-{
-	int ret;
-
-	if (!g)
-		return 0;
-	if (g->waiter || g->any.head)
-		return -EBUSY;
-	if (g->nr_live) {
-		if (!corio__current())
-			return -EPERM;
-		corio_group_cancel(g);
-		ret = corio_group_wait(g);
-		(void)ret;
-	}
-	group_reap(g);
-	free(g);
-	return 0;
 }

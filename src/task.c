@@ -85,8 +85,8 @@ static _Noreturn void trampoline(transfer_t from)
 	t->result = t->fn(t->arg);
 	t->state = CORIO_T_DONE;
 	loop->stats.tasks_live--;
-	if (t->group)
-		corio__group_done(t);
+	if (t->owner)
+		t->owner->done(t);
 	if (t->joiner)
 		corio__task_wake(t->joiner);
 #if CORIO_ASAN
@@ -139,8 +139,8 @@ void corio__task_run(struct corio_loop *loop, struct corio_task *t)
 
 void corio__task_free(struct corio_task *t)
 {
-	if (corio_unlikely(t->group))
-		corio__group_forget(t);
+	if (corio_unlikely(t->owner))
+		t->owner->forget(t);
 	t->prev->next = t->next;
 	t->next->prev = t->prev;
 	corio__stack_put(t);
@@ -219,7 +219,7 @@ int corio_join(corio_task *t)
 		return -EPERM;
 	if (t == self)
 		return -EDEADLK;
-	if (t->loop != self->loop || t->detached || t->joiner || t->group ||
+	if (t->loop != self->loop || t->detached || t->joiner || t->owner ||
 	    t == self->loop->main)
 		return -EINVAL;
 	if (t->state != CORIO_T_DONE) {
@@ -240,8 +240,8 @@ void corio_detach(corio_task *t)
 	if (!t || !loop || t->loop != loop || t->detached || t->joiner ||
 	    t == loop->main)
 		return;
-	if (t->group)
-		corio__group_detach(t);
+	if (t->owner)
+		t->owner->detach(t);
 	else if (t->state == CORIO_T_DONE)
 		corio__task_free(t);
 	else
