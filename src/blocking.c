@@ -19,6 +19,7 @@
  * then runs on to its end and the loop hands its argument to release().
  */
 #include <pthread.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -56,7 +57,16 @@ struct corio_pool {
 	bool armed;
 	unsigned int outstanding;	/* jobs queued or running */
 	struct corio_handler h;
+	struct corio_layer_state ls;	/* the pool is its loop's state */
 };
+
+#define pool_of(p, member) \
+	((struct corio_pool *)((char *)(p) - offsetof(struct corio_pool, member)))
+
+static void pool_fini(struct corio_loop *loop, struct corio_layer_state *s);
+
+/* Stops the workers and frees the pool when its loop goes. */
+static const struct corio_layer blocking_layer = { .fini = pool_fini };
 
 static void *worker(void *arg)
 {
@@ -100,10 +110,9 @@ static void *worker(void *arg)
 
 static void arm(struct corio_loop *loop, struct corio_handler *h)
 {
-	struct corio_pool *pool = loop->pool;
+	struct corio_pool *pool = pool_of(h, h);
 	struct io_uring_sqe *sqe;
 
-	(void)h;
 	if (pool->armed || !pool->outstanding)
 		return;
 	sqe = corio__loop_handler_sqe(loop, &pool->h);
@@ -120,10 +129,9 @@ static void arm(struct corio_loop *loop, struct corio_handler *h)
 static void drain(struct corio_loop *loop, struct corio_handler *h,
 		  const struct io_uring_cqe *cqe)
 {
-	struct corio_pool *pool = loop->pool;
+	struct corio_pool *pool = pool_of(h, h);
 	struct job *job, *next, *fifo = NULL;
 
-	(void)h;
 	(void)cqe;
 	pool->armed = false;
 	loop->stats.ops_in_flight--;
@@ -171,7 +179,7 @@ static CORIO_COLD int pool_new(struct corio_loop *loop)
 	pthread_cond_init(&pool->cond, NULL);
 	pool->h.fn = drain;
 	pool->h.arm = arm;
-	loop->pool = pool;
+	corio__loop_attach(loop, &pool->ls, &blocking_layer);
 	return 0;
 }
 
@@ -194,15 +202,17 @@ static CORIO_COLD int thread_new(struct corio_pool *pool)
 /* Queues job for a worker, making the pool or a thread as needed. */
 static int submit(struct corio_loop *loop, struct job *job)
 {
+	struct corio_layer_state *ls = corio__loop_state(loop, &blocking_layer);
 	struct corio_pool *pool;
 	int ret;
 
-	if (!loop->pool) {
+	if (!ls) {
 		ret = pool_new(loop);
 		if (ret < 0)
 			return ret;
+		ls = corio__loop_state(loop, &blocking_layer);
 	}
-	pool = loop->pool;
+	pool = pool_of(ls, ls);
 	pthread_mutex_lock(&pool->lock);
 	/* Idle workers that have not woken yet are spoken for already. */
 	if (pool->nr_idle <= pool->nr_queued &&
@@ -288,13 +298,12 @@ int corio__run_blocking_owned(corio_fn fn, void *arg,
 	return ret;
 }
 
-void corio__blocking_fini(struct corio_loop *loop)
+static void pool_fini(struct corio_loop *loop, struct corio_layer_state *s)
 {
-	struct corio_pool *pool = loop->pool;
+	struct corio_pool *pool = pool_of(s, ls);
 	unsigned int i;
 
-	if (!pool)
-		return;
+	(void)loop;
 	pthread_mutex_lock(&pool->lock);
 	pool->stop = true;
 	pthread_cond_broadcast(&pool->cond);
@@ -305,5 +314,4 @@ void corio__blocking_fini(struct corio_loop *loop)
 	pthread_cond_destroy(&pool->cond);
 	pthread_mutex_destroy(&pool->lock);
 	free(pool);
-	loop->pool = NULL;
 }

@@ -192,6 +192,27 @@ struct corio_closing {
 };
 
 struct corio_stack_pool;
+struct corio_layer_state;
+
+/*
+ * A layer above the loop (networking, the blocking pool) that keeps state
+ * in a loop embeds a struct corio_layer_state in it and attaches it with
+ * corio__loop_attach the first time it needs it; corio__loop_state finds it
+ * again (a walk of a list of a few entries).  The loop calls the layer's
+ * teardown once main has returned and every task has been cancelled, and
+ * its fini once no task and no op is left, just before the loop frees
+ * itself; fini frees the state.  Either may be NULL.  The loop knows
+ * nothing else of what is above it.
+ */
+struct corio_layer {
+	void (*teardown)(struct corio_loop *loop, struct corio_layer_state *s);
+	void (*fini)(struct corio_loop *loop, struct corio_layer_state *s);
+};
+
+struct corio_layer_state {
+	const struct corio_layer *layer;
+	struct corio_layer_state *next;
+};
 
 struct corio_loop {
 	struct io_uring ring;
@@ -205,12 +226,11 @@ struct corio_loop {
 	bool taskrun_flag;		/* the kernel raises IORING_SQ_TASKRUN */
 	bool reg_ring;			/* the ring fd is registered */
 	bool under_valgrind;		/* cap each wait: see pump() */
-	bool has_op_socket;
+	struct io_uring_probe *probe;	/* the kernel's opcodes, or NULL */
 	struct corio_closing *closing;
 	struct corio_stack_pool *pools;	/* one per stack size in use */
-	struct corio_pool *pool;	/* corio_run_blocking's threads */
+	struct corio_layer_state *layers;	/* most recently attached first */
 	struct corio_handler *arms;	/* handlers waiting for an SQE */
-	struct corio_acceptor *acceptors;	/* net.c: to stop at teardown */
 	size_t stack_size;		/* default for spawns */
 	uint64_t next_id;
 	uint32_t next_gen;		/* numbers waiters' submissions */
@@ -257,6 +277,15 @@ static inline struct io_uring_sqe *corio__loop_sqe(struct corio_loop *loop)
 	return io_uring_get_sqe(ring);
 }
 void corio__loop_reap(struct corio_loop *loop);
+void corio__loop_attach(struct corio_loop *loop, struct corio_layer_state *s,
+			const struct corio_layer *layer);
+struct corio_layer_state *corio__loop_state(const struct corio_loop *loop,
+					    const struct corio_layer *layer);
+/* Whether the kernel has the opcode (probed once, at the loop's start). */
+static inline bool corio__loop_has_op(const struct corio_loop *loop, int op)
+{
+	return loop->probe && io_uring_opcode_supported(loop->probe, op);
+}
 struct io_uring_sqe *corio__loop_handler_sqe(struct corio_loop *loop,
 					     struct corio_handler *h);
 size_t corio__stack_default(void);
@@ -372,12 +401,7 @@ bool corio__op_spurious(struct corio_task *t, const struct corio_waiter *w,
 			int res);
 int corio__op_res_closed(struct corio_loop *loop, struct corio_waiter *w);
 
-/* net.c */
-void corio__net_teardown(struct corio_loop *loop);
-void corio__net_fini(struct corio_loop *loop);
-
 /* blocking.c */
-void corio__blocking_fini(struct corio_loop *loop);
 /*
  * corio_run_blocking for an arg on the heap: a cancellation or a deadline
  * ends the wait at once (-ECANCELED, -ETIMEDOUT), and then *kept is true:

@@ -505,7 +505,7 @@ int corio_socket(int domain, int type, int protocol, unsigned int flags)
 	struct corio_task *t = corio__current();
 	int ret;
 
-	if (t && !t->loop->has_op_socket) {
+	if (t && !corio__loop_has_op(t->loop, IORING_OP_SOCKET)) {
 		/* Kernels before 5.19 lack IORING_OP_SOCKET. */
 		ret = corio__op_check(t, true);
 		if (ret < 0)

@@ -10,7 +10,8 @@
  * Invariants: only the loop's own thread touches it; a task is on the ready
  * queue at most once; stats.ops_in_flight counts awaited SQEs whose last
  * CQE has not been reaped, and corio_run returns only when it is zero.
- * Calls task.c (running tasks), stack.c (pools, overflow handler).
+ * Calls task.c (running tasks), stack.c (pools, overflow handler), and
+ * the layers above only through the hooks they attach (corio__loop_attach).
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -300,9 +301,9 @@ static CORIO_COLD _Noreturn void deadlock(struct corio_loop *loop)
  * main has returned and tasks or ops remain), the next stack trim (an
  * idle daemon still gives back the stacks of a past burst), or valgrind's
  * tick.  valgrind holds its big lock across io_uring_enter, so another
- * thread (the blocking pool's) could never run while the loop sleeps in
- * the kernel: under it, the loop gives the lock away and wakes every
- * 10 ms.
+ * thread (a worker that a layer above runs for this loop) could never run
+ * while the loop sleeps in the kernel: under it, the loop gives the lock
+ * away and wakes every 10 ms.
  */
 static CORIO_COLD void idle_wait(struct corio_loop *loop)
 {
@@ -368,17 +369,42 @@ static void pump(struct corio_loop *loop)
 	enter(loop, idle, NULL);
 }
 
-/* main returned: cancel every live task; later spawns start cancelled. */
+void corio__loop_attach(struct corio_loop *loop, struct corio_layer_state *s,
+			const struct corio_layer *layer)
+{
+	s->layer = layer;
+	s->next = loop->layers;
+	loop->layers = s;
+}
+
+struct corio_layer_state *corio__loop_state(const struct corio_loop *loop,
+					    const struct corio_layer *layer)
+{
+	struct corio_layer_state *s;
+
+	for (s = loop->layers; s; s = s->next)
+		if (s->layer == layer)
+			return s;
+	return NULL;
+}
+
+/*
+ * main returned: cancel every live task (later spawns start cancelled),
+ * then let the layers stop what no task waits on but would keep the loop
+ * alive.
+ */
 static CORIO_COLD void teardown_begin(struct corio_loop *loop)
 {
+	struct corio_layer_state *s;
 	struct corio_task *t;
 
 	loop->tearing_down = true;
 	for (t = loop->all.next; t != &loop->all; t = t->next)
 		if (t->state != CORIO_T_DONE)
 			corio_cancel(t);
-	/* Multishot accepts nobody freed would keep the loop alive. */
-	corio__net_teardown(loop);
+	for (s = loop->layers; s; s = s->next)
+		if (s->layer->teardown)
+			s->layer->teardown(loop, s);
 }
 
 static void run(struct corio_loop *loop)
@@ -433,7 +459,6 @@ static CORIO_COLD int ring_setup(struct corio_loop *loop)
 {
 	struct io_uring *ring = &loop->ring;
 	struct io_uring_params p;
-	struct io_uring_probe *probe;
 	int ret;
 
 	memset(&p, 0, sizeof(p));
@@ -469,12 +494,7 @@ static CORIO_COLD int ring_setup(struct corio_loop *loop)
 	io_uring_ring_dontfork(ring);
 	/* Saves the fd lookup on every enter. */
 	loop->reg_ring = io_uring_register_ring_fd(ring) == 1;
-	probe = io_uring_get_probe_ring(ring);
-	if (probe) {
-		loop->has_op_socket = io_uring_opcode_supported(probe,
-							IORING_OP_SOCKET);
-		io_uring_free_probe(probe);
-	}
+	loop->probe = io_uring_get_probe_ring(ring);
 	return 0;
 }
 
@@ -514,9 +534,16 @@ static void loop_free(struct corio_loop *loop)
 {
 	while (loop->all.next != &loop->all)
 		corio__task_free(loop->all.next);
-	corio__net_fini(loop);
-	corio__blocking_fini(loop);
+	while (loop->layers) {
+		struct corio_layer_state *s = loop->layers;
+
+		loop->layers = s->next;	/* before fini frees s */
+		if (s->layer->fini)
+			s->layer->fini(loop, s);
+	}
 	corio__stack_pools_free(loop);
+	if (loop->probe)
+		io_uring_free_probe(loop->probe);
 	io_uring_queue_exit(&loop->ring);
 	free(loop);
 }

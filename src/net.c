@@ -517,24 +517,58 @@ static void acceptor_arm(struct corio_acceptor *a)
 	a->loop->stats.ops_in_flight++;
 }
 
+/*
+ * What the network layer keeps in a loop: its acceptors, so that the
+ * loop's teardown can stop their multishots and its end can disown them.
+ */
+struct net_state {
+	struct corio_layer_state ls;	/* first: the state is its ls */
+	struct corio_acceptor *acceptors;
+};
+
+static void net_teardown(struct corio_loop *loop, struct corio_layer_state *s);
+static void net_fini(struct corio_loop *loop, struct corio_layer_state *s);
+
+static const struct corio_layer net_layer = {
+	.teardown = net_teardown,
+	.fini = net_fini,
+};
+
+/* loop's acceptor list; made when make is set, else NULL if none. */
+static struct corio_acceptor **loop_acceptors(struct corio_loop *loop,
+					      bool make)
+{
+	struct net_state *ns = (struct net_state *)corio__loop_state(loop,
+								     &net_layer);
+
+	if (!ns && make) {
+		ns = calloc(1, sizeof(*ns));
+		if (!ns)
+			return NULL;
+		corio__loop_attach(loop, &ns->ls, &net_layer);
+	}
+	return ns ? &ns->acceptors : NULL;
+}
+
 int corio_acceptor_new(int fd, corio_acceptor **out)
 {
 	struct corio_loop *loop = corio__loop;
-	struct corio_acceptor *a;
+	struct corio_acceptor *a, **head;
 
 	if (fd < 0 || !out)
 		return -EINVAL;
 	if (!loop)
 		return -EPERM;
-	a = calloc(1, sizeof(*a));
+	head = loop_acceptors(loop, true);
+	a = head ? calloc(1, sizeof(*a)) : NULL;
 	if (!a)
 		return -ENOMEM;
 	a->fd = fd;
 	a->loop = loop;
 	a->h.fn = acceptor_cqe;
 	a->h.arm = acceptor_rearm;
-	a->next = loop->acceptors;
-	loop->acceptors = a;
+	a->next = *head;
+	*head = a;
 	*out = a;
 	return 0;
 }
@@ -587,11 +621,12 @@ int corio_acceptor_accept(corio_acceptor *a)
 }
 
 /* main returned: stop the multishots nobody freed, so the loop can end. */
-void corio__net_teardown(struct corio_loop *loop)
+static void net_teardown(struct corio_loop *loop, struct corio_layer_state *s)
 {
 	struct corio_acceptor *a;
 
-	for (a = loop->acceptors; a; a = a->next) {
+	(void)loop;
+	for (a = ((struct net_state *)s)->acceptors; a; a = a->next) {
 		if (a->armed && !a->stopping) {
 			a->stopping = true;
 			acceptor_cancel(a);
@@ -600,13 +635,15 @@ void corio__net_teardown(struct corio_loop *loop)
 }
 
 /* corio_run frees the loop: acceptors left over no longer belong to it. */
-void corio__net_fini(struct corio_loop *loop)
+static void net_fini(struct corio_loop *loop, struct corio_layer_state *s)
 {
+	struct net_state *ns = (struct net_state *)s;
 	struct corio_acceptor *a;
 
-	for (a = loop->acceptors; a; a = a->next)
+	(void)loop;
+	for (a = ns->acceptors; a; a = a->next)
 		a->loop = NULL;
-	loop->acceptors = NULL;
+	free(ns);
 }
 
 int corio_acceptor_free(corio_acceptor *a)
@@ -633,7 +670,8 @@ int corio_acceptor_free(corio_acceptor *a)
 	while (a->len)
 		close(fds_pop(a));
 	if (a->loop) {
-		for (pp = &a->loop->acceptors; *pp != a; pp = &(*pp)->next)
+		for (pp = loop_acceptors(a->loop, false); *pp != a;
+		     pp = &(*pp)->next)
 			;
 		*pp = a->next;
 	}
