@@ -2975,6 +2975,8 @@ static int churn_main(void *arg)
 {
 	enum churn_mode mode = *(enum churn_mode *)arg;
 	int total = UNDER_VALGRIND() ? CHURN_TOTAL / 20 : CHURN_TOTAL;
+	/* Batches before the snapshot: the pool has warmed up by then. */
+	int warm = total / CHURN_BATCH / 10 ? total / CHURN_BATCH / 10 : 1;
 	size_t mapped0 = 0;
 	long rss0 = 0, rss1;
 	corio_group *g;
@@ -3004,7 +3006,7 @@ static int churn_main(void *arg)
 		}
 		while (live)
 			assert_int_equal(corio_yield(), 0);
-		if (n == 10 * CHURN_BATCH) {
+		if (n == warm * CHURN_BATCH) {
 			mapped0 = corio__stack_mapped(corio__loop);
 			rss0 = status_kib("VmRSS");
 		}
@@ -3018,7 +3020,8 @@ static int churn_main(void *arg)
 		/* A record is a task struct on the heap: a few hundred bytes,
 		 * where a kept stack cost 4 KiB or more. */
 		long limit = mode == CHURN_KEPT ?
-			     (long)(total - 11 * CHURN_BATCH) / 2 : 4096;
+			     (long)(total - (warm + 1) * CHURN_BATCH) / 2 :
+			     4096;
 
 		print_message("mode %d: RSS %ld KiB -> %ld KiB, %zu stacks\n",
 			      mode, rss0, rss1, mapped0);
