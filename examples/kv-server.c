@@ -1,12 +1,14 @@
 /*
  * kv-server - a key-value server that speaks the Redis protocol (RESP2).
  *
- *	kv-server [-h HOST] [-p PORT]		(default: every address, 7379)
+ *	kv-server [-c] [-h HOST] [-p PORT]	(default: every address, 7379)
  *
  * PING, ECHO, GET, SET (EX, PX, NX, XX), DEL, EXISTS, INCR, MGET, MSET,
  * plus what redis-cli and redis-benchmark ask on connect (COMMAND, CONFIG
  * GET, SELECT 0, QUIT).  One task per connection reads commands through a
- * corio_stream; replies are buffered and flushed when no further request
+ * corio_stream on the loop's shared buffer ring (CORIO_STREAM_BUFRING: an
+ * idle connection holds no read buffer; -c gives each stream its own, the
+ * classic path, for comparison); replies are buffered and flushed when no further request
  * is already buffered, so a pipelined batch costs one write.  Keys with a
  * time to live expire when they are looked up and, in the background, by
  * a sweeper task that wakes every 100 ms (corio_sleep).
@@ -686,13 +688,15 @@ static int read_request(struct conn *c)
 	return 0;
 }
 
+static size_t stream_flags = CORIO_STREAM_BUFRING;	/* 0 with -c */
+
 static int serve(void *arg)
 {
 	struct conn *c = calloc(1, sizeof(*c));
 	int fd = (int)(intptr_t)arg;
 	int ret;
 
-	if (!c || corio_stream_new(fd, 0, &c->s) < 0) {
+	if (!c || corio_stream_new(fd, stream_flags, &c->s) < 0) {
 		free(c);
 		corio_close(fd);
 		return 0;
@@ -793,8 +797,11 @@ int main(int argc, char **argv)
 	sigset_t set;
 	int c, ret;
 
-	while ((c = getopt(argc, argv, "h:p:")) != -1) {
+	while ((c = getopt(argc, argv, "ch:p:")) != -1) {
 		switch (c) {
+		case 'c':
+			stream_flags = 0;
+			break;
 		case 'h':
 			o.host = optarg;
 			break;
@@ -802,7 +809,7 @@ int main(int argc, char **argv)
 			o.port = atoi(optarg);
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-h HOST] [-p PORT]\n",
+			fprintf(stderr, "usage: %s [-c] [-h HOST] [-p PORT]\n",
 				argv[0]);
 			return 2;
 		}

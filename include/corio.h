@@ -137,6 +137,29 @@ CORIO_API int corio_socket(int domain, int type, int protocol,
 CORIO_API int corio_nop(void);
 
 /*
+ * The io_uring data path: provided buffer rings, multishot receives into
+ * them, zero-copy sends and file-to-socket sends.  corio_bufring(3),
+ * corio_receiver(3), corio_send_zc(3), corio_sendfile(3).
+ */
+typedef struct corio_bufring corio_bufring;
+typedef struct corio_receiver corio_receiver;
+
+#define CORIO_BUFRING_MAX	32768u
+
+CORIO_API int corio_bufring_new(unsigned int nbufs, size_t bufsize,
+				corio_bufring **out);
+CORIO_API int corio_bufring_free(corio_bufring *br);
+CORIO_API int corio_receiver_new(int fd, corio_bufring *br,
+				 corio_receiver **out);
+CORIO_API ssize_t corio_receiver_next(corio_receiver *r, const void **data);
+CORIO_API int corio_receiver_release(corio_receiver *r);
+CORIO_API int corio_receiver_free(corio_receiver *r);
+CORIO_API ssize_t corio_send_zc(int fd, const void *buf, size_t len,
+				int flags);
+CORIO_API ssize_t corio_sendfile(int out_fd, int in_fd, uint64_t *off,
+				 size_t len);
+
+/*
  * Networking: listening and connected sockets in one call each.
  * corio_listen(3), corio_dial(3), corio_accept_retry(3), corio_acceptor(3).
  */
@@ -242,6 +265,8 @@ CORIO_API int corio_group_free(corio_group *g);
 typedef struct corio_stream corio_stream;
 
 #define CORIO_STREAM_BUF_DEFAULT	(64u * 1024u)
+/* Or'd into buf_size: read through a receiver on the loop's shared ring. */
+#define CORIO_STREAM_BUFRING		((size_t)1 << (sizeof(size_t) * 8 - 1))
 
 CORIO_API int corio_stream_new(int fd, size_t buf_size, corio_stream **out);
 CORIO_API int corio_stream_fd(const corio_stream *s);

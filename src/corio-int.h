@@ -227,6 +227,7 @@ struct corio_loop {
 	bool reg_ring;			/* the ring fd is registered */
 	bool under_valgrind;		/* cap each wait: see pump() */
 	struct io_uring_probe *probe;	/* the kernel's opcodes, or NULL */
+	unsigned int disabled;		/* CORIO_FEAT_*: CORIO_DISABLE */
 	struct corio_closing *closing;
 	struct corio_stack_pool *pools;	/* one per stack size in use */
 	struct corio_layer_state *layers;	/* most recently attached first */
@@ -277,6 +278,13 @@ static inline struct io_uring_sqe *corio__loop_sqe(struct corio_loop *loop)
 	return io_uring_get_sqe(ring);
 }
 void corio__loop_reap(struct corio_loop *loop);
+void corio__loop_defer(struct corio_loop *loop, struct corio_handler *h);
+void corio__loop_undefer(struct corio_loop *loop, struct corio_handler *h);
+/* bufring.c: the loop's shared ring (made on first use), or NULL, *err */
+struct corio_bufring *corio__bufring_shared(struct corio_loop *loop,
+					    int *err);
+void corio__bufring_info(const struct corio_bufring *br, bool *inc,
+			 bool *bundle, unsigned long *starved);
 void corio__loop_attach(struct corio_loop *loop, struct corio_layer_state *s,
 			const struct corio_layer *layer);
 struct corio_layer_state *corio__loop_state(const struct corio_loop *loop,
@@ -349,6 +357,19 @@ void corio__group_wait_cancel(struct corio_task *self);
 void corio__dump_slow(struct corio_loop *loop, struct corio_task *t,
 		      uint64_t started_ns);
 uint64_t corio__dump_slow_ns(void);
+
+/*
+ * Kernel features a user may turn off with CORIO_DISABLE=name,... (to
+ * compare, or to test a fallback): each is otherwise probed once per loop.
+ */
+#define CORIO_FEAT_BUFRING	(1u << 0)	/* "bufring": PBUF_RING */
+#define CORIO_FEAT_BUF_INC	(1u << 1)	/* "buf_inc": IOU_PBUF_RING_INC */
+#define CORIO_FEAT_BUNDLE	(1u << 2)	/* "bundle": recv bundles */
+#define CORIO_FEAT_SEND_ZC	(1u << 3)	/* "send_zc": IORING_OP_SEND_ZC */
+#define CORIO_FEAT_SPLICE	(1u << 4)	/* "splice": IORING_OP_SPLICE */
+
+/* env.c: the CORIO_FEAT_* bits that CORIO_DISABLE names. */
+unsigned int corio__env_disabled(void);
 
 /* env.c: 0, or -EINVAL for anything but digits (and K or M) in range. */
 int corio__parse_size(const char *s, uint64_t min, uint64_t max,

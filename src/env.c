@@ -9,6 +9,8 @@
  * value) and would let a suffix's shift overflow into a small number that
  * passes the range check.
  */
+#include <string.h>
+
 #include "corio-int.h"
 
 /* The decimal digits that begin s; rest gets what follows them.  -EINVAL
@@ -63,4 +65,40 @@ int corio__parse_ms(const char *s, uint64_t *out_ns)
 		return -EINVAL;
 	*out_ns = CORIO_MSEC(v);
 	return 0;
+}
+
+/* CORIO_DISABLE: comma-separated feature names; unknown ones are warned of. */
+unsigned int corio__env_disabled(void)
+{
+	static const struct {
+		const char *name;
+		unsigned int bit;
+	} feats[] = {
+		{ "bufring", CORIO_FEAT_BUFRING },
+		{ "buf_inc", CORIO_FEAT_BUF_INC },
+		{ "bundle", CORIO_FEAT_BUNDLE },
+		{ "send_zc", CORIO_FEAT_SEND_ZC },
+		{ "splice", CORIO_FEAT_SPLICE },
+	};
+	const char *s = getenv("CORIO_DISABLE"), *end;
+	unsigned int mask = 0;
+	size_t i, n;
+
+	for (; s && *s; s = *end ? end + 1 : end) {
+		end = strchr(s, ',');
+		if (!end)
+			end = s + strlen(s);
+		n = (size_t)(end - s);
+		for (i = 0; i < sizeof(feats) / sizeof(feats[0]); i++)
+			if (strlen(feats[i].name) == n &&
+			    !strncmp(feats[i].name, s, n))
+				break;
+		if (i < sizeof(feats) / sizeof(feats[0]))
+			mask |= feats[i].bit;
+		else if (n)
+			fprintf(stderr, "corio: ignoring \"%.*s\" in "
+				"CORIO_DISABLE (known: bufring, buf_inc, bundle, "
+				"send_zc, splice)\n", (int)n, s);
+	}
+	return mask;
 }

@@ -246,12 +246,33 @@ struct io_uring_sqe *corio__loop_handler_sqe(struct corio_loop *loop,
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
 
-	if (!sqe && !h->arm_pending) {
+	if (!sqe)
+		corio__loop_defer(loop, h);
+	return sqe;
+}
+
+/* h's arm() runs before the next enter (a buffer ring's batch, say). */
+void corio__loop_defer(struct corio_loop *loop, struct corio_handler *h)
+{
+	if (!h->arm_pending) {
 		h->arm_pending = true;
 		h->next_arm = loop->arms;
 		loop->arms = h;
 	}
-	return sqe;
+}
+
+/* h is going away: it must not be armed after all. */
+CORIO_COLD void corio__loop_undefer(struct corio_loop *loop,
+				    struct corio_handler *h)
+{
+	struct corio_handler **pp;
+
+	if (!h->arm_pending)
+		return;
+	for (pp = &loop->arms; *pp != h; pp = &(*pp)->next_arm)
+		;
+	*pp = h->next_arm;
+	h->arm_pending = false;
 }
 
 static CORIO_COLD void run_arms(struct corio_loop *loop)
@@ -564,6 +585,7 @@ int corio_run(corio_fn fn, void *arg)
 	loop->all.next = loop->all.prev = &loop->all;
 	loop->stack_size = corio__stack_default();
 	loop->debug_slow_ns = corio__dump_slow_ns();
+	loop->disabled = corio__env_disabled();
 #if CORIO_HAVE_VALGRIND
 	loop->under_valgrind = RUNNING_ON_VALGRIND != 0;
 #endif

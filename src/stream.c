@@ -43,10 +43,13 @@
 struct corio_stream {
 	int fd;
 	size_t buf_size;	/* of rbuf and of wbuf each */
-	char *rbuf;		/* the reading task's */
+	char *rbuf;		/* the reading task's; NULL while empty (rx) */
 	size_t rpos, rend;
 	char *wbuf;		/* the writing task's */
 	size_t wlen;
+	corio_receiver *rx;	/* CORIO_STREAM_BUFRING: reads come here */
+	const char *lent;	/* the rest of rx's last chunk */
+	size_t lent_len;
 };
 
 /*
@@ -72,33 +75,48 @@ size_t corio__stream_scan(const void *buf, size_t len, const void *delim,
 
 int corio_stream_new(int fd, size_t buf_size, corio_stream **out)
 {
+	bool bufring = buf_size & CORIO_STREAM_BUFRING;
+	struct corio_bufring *br = NULL;
 	struct corio_stream *s;
+	int ret;
 
+	buf_size &= ~CORIO_STREAM_BUFRING;
 	if (fd < 0 || !out)
 		return -EINVAL;
 	if (buf_size == 0)
 		buf_size = CORIO_STREAM_BUF_DEFAULT;
 	if (buf_size < STREAM_BUF_MIN || buf_size > STREAM_BUF_MAX)
 		return -EINVAL;
-	s = malloc(sizeof(*s));
+	if (bufring) {
+		if (!corio__loop)
+			return -EPERM;
+		/* Without buffer rings (CORIO_DISABLE, Linux before 5.19)
+		 * the stream reads as a plain one does. */
+		br = corio__bufring_shared(corio__loop, &ret);
+		if (!br && ret != -ENOSYS)
+			return ret;
+	}
+	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->rbuf = malloc(buf_size);
-	if (!s->rbuf)
+	if (!br) {
+		s->rbuf = malloc(buf_size);
+		if (!s->rbuf)
+			goto err_free_stream;
+	} else if (corio_receiver_new(fd, br, &s->rx) < 0) {
 		goto err_free_stream;
+	}
 	s->wbuf = malloc(buf_size);
 	if (!s->wbuf)
 		goto err_free_rbuf;
 	s->fd = fd;
 	s->buf_size = buf_size;
-	s->rpos = 0;
-	s->rend = 0;
-	s->wlen = 0;
 	*out = s;
 	return 0;
 
 err_free_rbuf:
 	free(s->rbuf);
+	corio_receiver_free(s->rx);
 err_free_stream:
 	free(s);
 	return -ENOMEM;
@@ -112,13 +130,57 @@ int corio_stream_fd(const corio_stream *s)
 /* Hands n buffered bytes to the caller. */
 static void take(struct corio_stream *s, void *buf, size_t n)
 {
-	memcpy(buf, s->rbuf + s->rpos, n);
+	if (n)
+		memcpy(buf, s->rbuf + s->rpos, n);
 	s->rpos += n;
 	if (s->rpos == s->rend) {
-		/* Empty: the next fill needs no memmove. */
+		/* Empty: the next fill needs no memmove.  An idle stream on
+		 * a buffer ring holds no read buffer. */
 		s->rpos = 0;
 		s->rend = 0;
+		if (s->rx) {
+			free(s->rbuf);
+			s->rbuf = NULL;
+		}
 	}
+}
+
+/*
+ * Up to len bytes of the receiver's chunks, into dst: >0, 0 at EOF, or
+ * -errno (a chunk that arrived stays for the next call).
+ */
+static ssize_t rx_take(struct corio_stream *s, char *dst, size_t len)
+{
+	const void *p;
+	ssize_t n;
+
+	if (!s->lent_len) {
+		n = corio_receiver_next(s->rx, &p);
+		if (n <= 0)
+			return n;
+		s->lent = p;
+		s->lent_len = (size_t)n;
+	}
+	if (len > s->lent_len)
+		len = s->lent_len;
+	memcpy(dst, s->lent, len);
+	s->lent += len;
+	s->lent_len -= len;
+	if (!s->lent_len) {
+		/* All copied: the ring's buffer goes back now, not at the
+		 * next read, which an idle stream may never make. */
+		s->lent = NULL;
+		corio_receiver_release(s->rx);
+	}
+	return (ssize_t)len;
+}
+
+/* A read of the fd, or of the receiver, straight into the caller's buf. */
+static ssize_t read_direct(struct corio_stream *s, void *buf, size_t len)
+{
+	if (s->rx)
+		return rx_take(s, buf, len);
+	return corio_read(s->fd, buf, len, POS_CURRENT);
 }
 
 /*
@@ -132,13 +194,17 @@ static ssize_t fill(struct corio_stream *s)
 	size_t avail = s->rend - s->rpos;
 	ssize_t n;
 
+	if (!s->rbuf) {
+		s->rbuf = malloc(s->buf_size);
+		if (!s->rbuf)
+			return -ENOMEM;
+	}
 	if (s->rpos > 0) {
 		memmove(s->rbuf, s->rbuf + s->rpos, avail);
 		s->rpos = 0;
 		s->rend = avail;
 	}
-	n = corio_read(s->fd, s->rbuf + s->rend, s->buf_size - s->rend,
-		       POS_CURRENT);
+	n = read_direct(s, s->rbuf + s->rend, s->buf_size - s->rend);
 	if (n > 0)
 		s->rend += (size_t)n;
 	return n;
@@ -155,8 +221,8 @@ ssize_t corio_stream_read(corio_stream *s, void *buf, size_t len)
 		return 0;
 	if (s->rend == s->rpos) {
 		/* A read that would fill the whole buffer skips the copy. */
-		if (len >= s->buf_size)
-			return corio_read(s->fd, buf, len, POS_CURRENT);
+		if (len >= s->buf_size || s->lent_len)
+			return read_direct(s, buf, len);
 		n = fill(s);
 		if (n <= 0)
 			return n;
@@ -194,7 +260,7 @@ ssize_t corio_stream_readexactly(corio_stream *s, void *buf, size_t len)
 	avail = s->rend - s->rpos;
 	take(s, p, avail);
 	for (done = avail; done < len; done += (size_t)n) {
-		n = corio_read(s->fd, p + done, len - done, POS_CURRENT);
+		n = read_direct(s, p + done, len - done);
 		if (n < 0)
 			return n;
 		if (n == 0)
@@ -354,6 +420,10 @@ int corio_stream_close(corio_stream *s)
 		return -EINVAL;
 	/* In a cancelled task this is -ECANCELED at once: bytes dropped. */
 	ret = corio_stream_flush(s);
+	/* Its multishot ends before the fd does, so it cannot re-arm on a
+	 * number the fd's close frees for reuse. */
+	corio_receiver_free(s->rx);
+	s->rx = NULL;
 	if (corio__current()) {
 		cret = corio_close(s->fd);
 	} else {
@@ -369,6 +439,7 @@ void corio_stream_free(corio_stream *s)
 {
 	if (!s)
 		return;
+	corio_receiver_free(s->rx);
 	free(s->rbuf);
 	free(s->wbuf);
 	free(s);
@@ -377,7 +448,7 @@ void corio_stream_free(corio_stream *s)
 /* A server flushes its replies when no further request is buffered. */
 size_t corio_stream_buffered(const corio_stream *s)
 {
-	return s ? s->rend - s->rpos : 0;
+	return s ? s->rend - s->rpos + s->lent_len : 0;
 }
 
 /* The buffered bytes themselves, to decide whether a read would wait. */
@@ -388,7 +459,13 @@ const void *corio_stream_peek(const corio_stream *s, size_t *len)
 			*len = 0;
 		return NULL;
 	}
+	if (s->rend == s->rpos && s->lent_len) {
+		/* Still in the receiver's chunk (CORIO_STREAM_BUFRING). */
+		if (len)
+			*len = s->lent_len;
+		return s->lent;
+	}
 	if (len)
 		*len = s->rend - s->rpos;
-	return s->rbuf + s->rpos;
+	return s->rbuf ? s->rbuf + s->rpos : s->lent;
 }

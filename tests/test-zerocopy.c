@@ -1,0 +1,232 @@
+/*
+ * test-zerocopy.c - corio_send_zc and corio_sendfile: a zero-copy send's
+ * buffer is reusable once it returns; the fallbacks to a plain send; a
+ * 50 MiB file sent byte for byte, with and without an offset, through a
+ * pipe and through the copying fallback.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include "helpers.h"
+
+static int tcp_pair(int *a, int *b)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (l < 0 || bind(l, (struct sockaddr *)&sin, len) < 0 ||
+	    listen(l, 1) < 0 ||
+	    getsockname(l, (struct sockaddr *)&sin, &len) < 0)
+		return -1;
+	*a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (*a < 0 || connect(*a, (struct sockaddr *)&sin, len) < 0)
+		return -1;
+	*b = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	close(l);
+	return *b < 0 ? -1 : 0;
+}
+
+#define ZC_LEN	(256u * 1024u)
+
+struct zc_reader {
+	int fd;
+	size_t len;
+	unsigned char *got;
+};
+
+static int zc_read(void *arg)
+{
+	struct zc_reader *r = arg;
+
+	return recv_all(r->fd, r->got, r->len) == (ssize_t)r->len ? 0 : -EIO;
+}
+
+/*
+ * The sender overwrites its buffer as soon as corio_send_zc returns: the
+ * reader still gets the bytes as they were (the kernel no longer reads
+ * the pages once the notification came).
+ */
+static int send_zc_main(void *arg)
+{
+	unsigned char *buf = malloc(ZC_LEN), *got = malloc(3 * ZC_LEN);
+	struct zc_reader r;
+	corio_task *t;
+	size_t i, done;
+	int a, b, round;
+	ssize_t n;
+
+	(void)arg;
+	assert_non_null(buf);
+	assert_non_null(got);
+	assert_int_equal(tcp_pair(&a, &b), 0);
+	r.fd = b;
+	r.len = 3 * ZC_LEN;
+	r.got = got;
+	t = corio_spawn(zc_read, &r);
+	assert_non_null(t);
+	for (round = 0; round < 3; round++) {
+		for (i = 0; i < ZC_LEN; i++)
+			buf[i] = (unsigned char)(i * 13 + (size_t)round);
+		for (done = 0; done < ZC_LEN; done += (size_t)n) {
+			n = corio_send_zc(a, buf + done, ZC_LEN - done, 0);
+			assert_true(n > 0);
+		}
+		memset(buf, 0xee, ZC_LEN);	/* reused at once */
+	}
+	assert_int_equal(corio_join(t), 0);
+	for (round = 0; round < 3; round++)
+		for (i = 0; i < ZC_LEN; i++)
+			if (got[(size_t)round * ZC_LEN + i] !=
+			    (unsigned char)(i * 13 + (size_t)round))
+				fail_msg("round %d byte %zu changed", round, i);
+	assert_int_equal(corio_close(a), 0);
+	assert_int_equal(corio_close(b), 0);
+
+	/* AF_UNIX refuses zero copy: a plain send instead. */
+	{
+		int sv[2];
+		char c = 0;
+
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC,
+					    0, sv), 0);
+		assert_int_equal(corio_send_zc(sv[0], "z", 1, 0), 1);
+		assert_int_equal(read(sv[1], &c, 1), 1);
+		assert_int_equal(c, 'z');
+		assert_int_equal(corio_close(sv[1]), 0);
+		/* errors: corio_send_zc.3 EPIPE */
+		assert_int_equal(corio_send_zc(sv[0], "z", 1, 0), -EPIPE);
+		assert_int_equal(corio_close(sv[0]), 0);
+	}
+	/* errors: corio_send_zc.3 EBADF */
+	assert_int_equal(corio_send_zc(-1, "z", 1, 0), -EBADF);
+	free(buf);
+	free(got);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_send_zc_buffer_reusable_on_return(void **state)
+{
+	(void)state;
+	RUN(send_zc_main, NULL);
+	/* The same through the plain send. */
+	assert_int_equal(setenv("CORIO_DISABLE", "send_zc", 1), 0);
+	RUN(send_zc_main, NULL);
+	unsetenv("CORIO_DISABLE");
+	/* errors: corio_send_zc.3 EPERM */
+	assert_int_equal(corio_send_zc(0, "z", 1, 0), -EPERM);
+}
+
+#define FILE_LEN	(50u << 20)
+
+struct sink {
+	int fd;
+	size_t want;
+	unsigned char *got;
+};
+
+static int sink_read(void *arg)
+{
+	struct sink *s = arg;
+
+	return recv_all(s->fd, s->got, s->want) == (ssize_t)s->want ? 0 :
+	       -EIO;
+}
+
+static unsigned char file_byte(size_t off)
+{
+	return (unsigned char)((off * 2654435761u) >> 13);
+}
+
+/* A 50 MiB file, sent whole with off NULL, then from an offset. */
+static int sendfile_main(void *arg)
+{
+	char path[] = "/tmp/corio-sendfile-XXXXXX";
+	unsigned char *data = malloc(FILE_LEN), *got = malloc(FILE_LEN);
+	struct sink s;
+	corio_task *t;
+	uint64_t off;
+	size_t i;
+	int fd, a, b;
+
+	(void)arg;
+	assert_non_null(data);
+	assert_non_null(got);
+	for (i = 0; i < FILE_LEN; i++)
+		data[i] = file_byte(i);
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(write(fd, data, FILE_LEN), (ssize_t)FILE_LEN);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	assert_int_equal(tcp_pair(&a, &b), 0);
+
+	s.fd = b;
+	s.want = FILE_LEN;
+	s.got = got;
+	t = corio_spawn(sink_read, &s);
+	assert_non_null(t);
+	assert_int_equal(corio_sendfile(a, fd, NULL, FILE_LEN),
+			 (ssize_t)FILE_LEN);
+	assert_int_equal(corio_join(t), 0);
+	assert_memory_equal(got, data, FILE_LEN);
+
+	/* From offset 1000: the rest of the file, *off advanced. */
+	off = 1000;
+	s.want = FILE_LEN - 1000;
+	t = corio_spawn(sink_read, &s);
+	assert_non_null(t);
+	assert_int_equal(corio_sendfile(a, fd, &off, FILE_LEN),
+			 (ssize_t)(FILE_LEN - 1000));
+	assert_int_equal(off, FILE_LEN);
+	assert_int_equal(corio_join(t), 0);
+	assert_memory_equal(got, data + 1000, FILE_LEN - 1000);
+	/* At the end of the file: nothing more. */
+	assert_int_equal(corio_sendfile(a, fd, &off, 10), 0);
+	assert_int_equal(corio_sendfile(a, fd, &off, 0), 0);
+
+	/* errors: corio_sendfile.3 EINVAL */
+	assert_int_equal(corio_sendfile(-1, fd, NULL, 10), -EINVAL);
+	off = (uint64_t)INT64_MAX + 1;
+	assert_int_equal(corio_sendfile(a, fd, &off, 10), -EINVAL);
+	/* errors: corio_sendfile.3 EBADF */
+	assert_int_equal(corio_sendfile(a, 1000, NULL, 10), -EBADF);
+	assert_int_equal(corio_close(a), 0);
+	assert_int_equal(corio_close(b), 0);
+	assert_int_equal(corio_close(fd), 0);
+	free(data);
+	free(got);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_sendfile_50mib_byte_for_byte(void **state)
+{
+	(void)state;
+	RUN(sendfile_main, NULL);
+	/* errors: corio_sendfile.3 EPERM */
+	assert_int_equal(corio_sendfile(1, 0, NULL, 1), -EPERM);
+}
+
+static void test_sendfile_copy_fallback(void **state)
+{
+	(void)state;
+	assert_int_equal(setenv("CORIO_DISABLE", "splice", 1), 0);
+	RUN(sendfile_main, NULL);
+	unsetenv("CORIO_DISABLE");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		CORIO_TEST(test_send_zc_buffer_reusable_on_return),
+		CORIO_TEST(test_sendfile_50mib_byte_for_byte),
+		CORIO_TEST(test_sendfile_copy_fallback),
+	};
+
+	return RUN_GROUP(tests);
+}
