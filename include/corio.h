@@ -180,6 +180,9 @@ typedef struct corio_acceptor corio_acceptor;
 
 CORIO_API int corio_acceptor_new(int fd, corio_acceptor **out);
 CORIO_API int corio_acceptor_accept(corio_acceptor *a);
+CORIO_API int corio_acceptor_accept_addr(corio_acceptor *a,
+					 struct sockaddr *addr,
+					 socklen_t *addrlen);
 CORIO_API int corio_acceptor_free(corio_acceptor *a);
 
 /*
@@ -189,11 +192,16 @@ CORIO_API int corio_run_blocking(corio_fn fn, void *arg);
 
 /*
  * Signals as awaits.  corio_signal_wait(3).  sigset_t is POSIX, not ISO C:
- * a strict C11 program without a feature macro has no use for it.
+ * it is declared whenever <signal.h> (included above) declares sigset_t.
+ * That is always in the GNU modes (-std=gnu11) and in C++; in a strict ISO
+ * mode (-std=c11) it takes a feature test macro before the first #include:
+ * _POSIX_C_SOURCE (e.g. 200809L), _XOPEN_SOURCE, _GNU_SOURCE or
+ * _DEFAULT_SOURCE.  glibc defines _POSIX_C_SOURCE or _POSIX_SOURCE for
+ * every one of them, musl tests _GNU_SOURCE and _BSD_SOURCE as well.
  */
-#if !defined(__STRICT_ANSI__) || defined(_POSIX_C_SOURCE) || \
+#if defined(_POSIX_SOURCE) || defined(_POSIX_C_SOURCE) || \
 	defined(_XOPEN_SOURCE) || defined(_GNU_SOURCE) || \
-	defined(_DEFAULT_SOURCE)
+	defined(_DEFAULT_SOURCE) || defined(_BSD_SOURCE)
 CORIO_API int corio_signal_wait(const sigset_t *set);
 #endif
 

@@ -620,6 +620,39 @@ int corio_acceptor_accept(corio_acceptor *a)
 	}
 }
 
+/*
+ * corio_acceptor_accept and the peer's address.  A multishot accept is one
+ * SQE for every connection, with nowhere to write each one's address, so
+ * the address comes from getpeername(2) on the new socket: one plain
+ * syscall, which never blocks.  A peer that reset the connection before we
+ * asked leaves no address (-ENOTCONN): that connection is closed and the
+ * next one taken, as corio_accept_retry does with -ECONNABORTED.
+ */
+int corio_acceptor_accept_addr(corio_acceptor *a, struct sockaddr *addr,
+			       socklen_t *addrlen)
+{
+	/* Checked before any wait, so that no connection is lost to it. */
+	if (!a || (addr && (!addrlen || (int)*addrlen < 0)))
+		return -EINVAL;
+	for (;;) {
+		int fd = corio_acceptor_accept(a);
+		socklen_t len;
+		int ret;
+
+		if (fd < 0 || !addr)
+			return fd;
+		len = *addrlen;
+		if (getpeername(fd, addr, &len) == 0) {
+			*addrlen = len;	/* the full size, as accept(2) */
+			return fd;
+		}
+		ret = -errno;
+		close(fd);
+		if (ret != -ENOTCONN)
+			return ret;
+	}
+}
+
 /* main returned: stop the multishots nobody freed, so the loop can end. */
 static void net_teardown(struct corio_loop *loop, struct corio_layer_state *s)
 {

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 static int listen_port(int *port)
 {
@@ -32,6 +33,20 @@ static int dial_task(void *arg)
 
 	d->fd = corio_dial("127.0.0.1", d->port);
 	return d->fd < 0 ? d->fd : 0;
+}
+
+/* Dials path and returns the fd as its result, for fd_close_joined. */
+static int dial_unix_task(void *arg)
+{
+	return corio_dial_unix(arg);
+}
+
+static void fd_close_joined(corio_task *t)
+{
+	int fd = corio_join(t);
+
+	assert_true(fd >= 0);
+	close(fd);
 }
 
 struct taker {
@@ -234,6 +249,204 @@ static void test_acceptor_errors(void **state)
 }
 
 /*
+ * corio_acceptor_accept_addr: the peer's address as accept(2) gives it,
+ * truncated as accept(2) truncates it; a NULL addr asks for none.
+ */
+static int connect_to(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons((uint16_t)port) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	/* Loopback: the handshake ends in the kernel, the connect at once. */
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+static void assert_same_addr(const struct sockaddr_in *a, int client)
+{
+	struct sockaddr_in b;
+	socklen_t len = sizeof(b);
+
+	assert_int_equal(getsockname(client, (struct sockaddr *)&b, &len), 0);
+	assert_int_equal(len, sizeof(b));
+	assert_int_equal(a->sin_family, AF_INET);
+	assert_int_equal(a->sin_port, b.sin_port);
+	assert_int_equal(a->sin_addr.s_addr, b.sin_addr.s_addr);
+}
+
+static int addr_main(void *arg)
+{
+	struct sockaddr_in peer;
+	unsigned char raw[sizeof(struct sockaddr_in)];
+	socklen_t len;
+	corio_acceptor *acc;
+	int lfd, port, c, fd, i, fds0 = fd_count();
+
+	(void)arg;
+	lfd = listen_port(&port);
+	assert_int_equal(corio_acceptor_new(lfd, &acc), 0);
+
+	/* The address of a TCP peer is the client's own socket name. */
+	c = connect_to(port);
+	memset(&peer, 0xaa, sizeof(peer));
+	len = sizeof(peer);
+	fd = corio_acceptor_accept_addr(acc, (struct sockaddr *)&peer, &len);
+	assert_true(fd >= 0);
+	assert_true(fd_cloexec(fd));
+	assert_int_equal(len, sizeof(peer));
+	assert_same_addr(&peer, c);
+	close(fd);
+	close(c);
+
+	/* Room for 4 bytes: 4 written, the full size in *addrlen. */
+	c = connect_to(port);
+	memset(raw, 0xaa, sizeof(raw));
+	len = 4;
+	fd = corio_acceptor_accept_addr(acc, (struct sockaddr *)raw, &len);
+	assert_true(fd >= 0);
+	assert_int_equal(len, sizeof(struct sockaddr_in));
+	assert_int_equal(((struct sockaddr *)raw)->sa_family, AF_INET);
+	for (i = 4; i < (int)sizeof(raw); i++)
+		assert_int_equal(raw[i], 0xaa);
+	close(fd);
+	close(c);
+
+	/* No addr: no address, addrlen ignored, as with accept(2). */
+	c = connect_to(port);
+	len = 1234;
+	fd = corio_acceptor_accept_addr(acc, NULL, &len);
+	assert_true(fd >= 0);
+	assert_int_equal(len, 1234);
+	close(fd);
+	close(c);
+	c = connect_to(port);
+	fd = corio_acceptor_accept_addr(acc, NULL, NULL);
+	assert_true(fd >= 0);
+	close(fd);
+	close(c);
+
+	/*
+	 * Bad arguments fail before any wait: the connection that waits
+	 * meanwhile goes to the next call.
+	 */
+	c = connect_to(port);
+	len = sizeof(peer);
+	/* errors: corio_acceptor.3 EINVAL */
+	assert_int_equal(corio_acceptor_accept_addr(NULL,
+						    (struct sockaddr *)&peer,
+						    &len), -EINVAL);
+	/* errors: corio_acceptor.3 EINVAL */
+	assert_int_equal(corio_acceptor_accept_addr(acc,
+						    (struct sockaddr *)&peer,
+						    NULL), -EINVAL);
+	len = (socklen_t)-1;
+	/* errors: corio_acceptor.3 EINVAL */
+	assert_int_equal(corio_acceptor_accept_addr(acc,
+						    (struct sockaddr *)&peer,
+						    &len), -EINVAL);
+	assert_int_equal(len, (socklen_t)-1);
+	len = sizeof(peer);
+	fd = corio_acceptor_accept_addr(acc, (struct sockaddr *)&peer, &len);
+	assert_true(fd >= 0);
+	assert_same_addr(&peer, c);
+	close(fd);
+	close(c);
+
+	assert_int_equal(corio_acceptor_free(acc), 0);
+	close(lfd);
+	assert_int_equal(fd_count(), fds0);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_acceptor_accept_addr(void **state)
+{
+	(void)state;
+	RUN(addr_main, NULL);
+}
+
+/*
+ * A peer that resets its connection before the server asks for its
+ * address has none (getpeername: ENOTCONN): that connection is closed and
+ * the next one returned, with its address.
+ */
+static int addr_reset_main(void *arg)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	struct sockaddr_in peer;
+	socklen_t len = sizeof(peer);
+	corio_acceptor *acc;
+	int lfd, port, gone, c, fd, fds0 = fd_count();
+
+	(void)arg;
+	lfd = listen_port(&port);
+	assert_int_equal(corio_acceptor_new(lfd, &acc), 0);
+	gone = connect_to(port);
+	assert_int_equal(setsockopt(gone, SOL_SOCKET, SO_LINGER, &lg,
+				    sizeof(lg)), 0);
+	close(gone);	/* an RST, while the connection waits in the backlog */
+	/* Loopback delivers it at once; the sleep is a margin, no more. */
+	assert_int_equal(corio_sleep(CORIO_MSEC(10)), 0);
+	c = connect_to(port);
+	fd = corio_acceptor_accept_addr(acc, (struct sockaddr *)&peer, &len);
+	assert_true(fd >= 0);
+	assert_int_equal(len, sizeof(peer));
+	assert_same_addr(&peer, c);
+	close(fd);
+	close(c);
+	assert_int_equal(corio_acceptor_free(acc), 0);
+	close(lfd);
+	assert_int_equal(fd_count(), fds0);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_acceptor_accept_addr_reset(void **state)
+{
+	(void)state;
+	RUN(addr_reset_main, NULL);
+}
+
+/* A unix peer that did not bind has an address of just its family. */
+static int addr_unix_main(void *arg)
+{
+	struct sockaddr_un peer;
+	socklen_t len = sizeof(peer);
+	corio_acceptor *acc;
+	char path[64];
+	corio_task *t;
+	int lfd, fd;
+
+	(void)arg;
+	snprintf(path, sizeof(path), "@corio-test-acceptor-%ld",
+		 (long)getpid());
+	lfd = corio_listen_unix(path, 16, 0);
+	assert_true(lfd >= 0);
+	assert_int_equal(corio_acceptor_new(lfd, &acc), 0);
+	t = corio_spawn(dial_unix_task, path);
+	assert_non_null(t);
+	fd = corio_acceptor_accept_addr(acc, (struct sockaddr *)&peer, &len);
+	assert_true(fd >= 0);
+	assert_int_equal(len, sizeof(sa_family_t));
+	assert_int_equal(peer.sun_family, AF_UNIX);
+	fd_close_joined(t);
+	close(fd);
+	assert_int_equal(corio_acceptor_free(acc), 0);
+	close(lfd);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_acceptor_accept_addr_unix(void **state)
+{
+	(void)state;
+	RUN(addr_unix_main, NULL);
+}
+
+/*
  * An fd that cannot accept: the kernel's error reaches the waiting task,
  * -ENOTSOCK for a pipe, -EINVAL for a socket that does not listen; the
  * acceptor is freed as usual.
@@ -421,6 +634,9 @@ int main(void)
 		CORIO_TEST(test_acceptor_queue_and_free),
 		CORIO_TEST(test_acceptor_cancel_deadline_close),
 		CORIO_TEST(test_acceptor_errors),
+		CORIO_TEST(test_acceptor_accept_addr),
+		CORIO_TEST(test_acceptor_accept_addr_reset),
+		CORIO_TEST(test_acceptor_accept_addr_unix),
 		CORIO_TEST(test_acceptor_not_listening),
 		CORIO_TEST(test_acceptor_teardown),
 		CORIO_TEST(test_acceptor_emfile_backs_off),
