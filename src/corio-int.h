@@ -376,6 +376,7 @@ int corio__parse_size(const char *s, uint64_t min, uint64_t max,
 		      uint64_t *out);
 int corio__parse_ms(const char *s, uint64_t *out_ns);
 
+void corio__diagnose_setup(int err, const char *proc);	/* diagnose.c */
 /* time.c */
 uint64_t corio__time_now(void);
 uint64_t corio__time_coarse(void);

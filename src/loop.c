@@ -497,10 +497,7 @@ static CORIO_COLD int ring_setup(struct corio_loop *loop)
 			return ring_missing(NULL, "IORING_SETUP_DEFER_TASKRUN");
 	}
 	if (ret < 0) {
-		fprintf(stderr, "corio: io_uring_setup: %s%s\n",
-			strerror(-ret), ret == -EPERM || ret == -ENOSYS ?
-			" (io_uring is disabled: kernel.io_uring_disabled, "
-			"a seccomp filter or an old kernel)" : "");
+		corio__diagnose_setup(ret, "/proc");
 		return ret;
 	}
 	if (!(p.features & IORING_FEAT_NODROP))
