@@ -66,8 +66,9 @@ struct corio_bufring {
 	bool inc;			/* IOU_PBUF_RING_INC */
 	bool bundle;			/* receivers ask for bundles */
 	unsigned int pending;		/* added since the last advance */
+	unsigned int in_ring;		/* buffers the kernel holds */
 	uint32_t *off;			/* per buffer: next data (INC) */
-	uint16_t *refs;			/* per buffer: see above */
+	uint32_t *refs;			/* per buffer: see above */
 	uint16_t *slot_bid, *bid_slot;	/* ring slot <-> buffer (bundles) */
 	unsigned int users;		/* receivers on it */
 	struct corio_handler flush;	/* publishes a batch before enter */
@@ -91,6 +92,7 @@ struct corio_receiver {
 	unsigned int qhead, qlen, qcap;
 	struct chunk lent;		/* what the last _next returned */
 	bool has_lent;
+	size_t qbytes;			/* in the queue */
 	int end;			/* END_EOF or -errno, after the queue */
 	bool armed;			/* the multishot's last CQE is due */
 	bool starved;
@@ -155,6 +157,7 @@ static void buf_recycle(struct corio_bufring *br, unsigned int bid)
 	br->pending++;
 	br->off[bid] = 0;
 	br->refs[bid] = 1;	/* the kernel's */
+	br->in_ring++;
 	br->slot_bid[slot] = (uint16_t)bid;
 	br->bid_slot[bid] = (uint16_t)slot;
 	if (br->loop)
@@ -389,6 +392,8 @@ static void receiver_arm(struct corio_loop *loop, struct corio_handler *h)
 	loop->stats.ops_in_flight++;
 }
 
+static void receiver_cancel(struct corio_receiver *r);
+
 static CORIO_COLD int queue_grow(struct corio_receiver *r)
 {
 	unsigned int cap = r->qcap ? r->qcap * 2 : 16, i;
@@ -410,13 +415,17 @@ static void queue_push(struct corio_receiver *r, const char *data,
 {
 	struct chunk *c;
 
-	if (r->qlen == r->qcap && queue_grow(r) < 0) {
-		/* No memory to keep it: the stream cannot go on whole. */
+	if (r->end == -ENOMEM || (r->qlen == r->qcap && queue_grow(r) < 0)) {
+		/* No memory to keep it: the stream cannot go on whole, so
+		 * nothing after the hole is kept either, and it stops. */
 		buf_put(r->br, bid);
-		if (!r->end)
+		if (r->end != -ENOMEM) {
 			r->end = -ENOMEM;
+			receiver_cancel(r);
+		}
 		return;
 	}
+	r->qbytes += len;
 	c = &r->q[(r->qhead + r->qlen++) % r->qcap];
 	c->data = data;
 	c->len = len;
@@ -436,14 +445,17 @@ static void got_bytes(struct corio_receiver *r, unsigned int bid,
 
 		br->off[bid] += res;
 		br->refs[bid]++;
-		if (!(flags & IORING_CQE_F_BUF_MORE))
+		if (!(flags & IORING_CQE_F_BUF_MORE)) {
 			br->refs[bid]--;	/* the kernel is done with it */
+			br->in_ring--;
+		}
 		queue_push(r, data, res, bid);
 		return;
 	}
 	while (res) {
 		part = res < br->bufsize ? res : br->bufsize;
 		/* The chunk takes over the kernel's reference. */
+		br->in_ring--;
 		queue_push(r, buf_base(br, bid), part, bid);
 		res -= part;
 		slot = (slot + 1) & br->mask;
@@ -468,9 +480,11 @@ static void receiver_cqe(struct corio_loop *loop, struct corio_handler *h,
 		if (!r->end)
 			r->end = END_EOF;
 	} else if (res == -ENOBUFS) {
-		/* Re-armed when buffers come back (flush_arm). */
 		r->br->nr_starved++;
-		if (!r->armed && !r->starved && !r->stopping) {
+		/* Buffers came back since the kernel found none: now.  Else
+		 * when some do (flush_arm). */
+		if (!r->armed && !r->starved && !r->stopping &&
+		    r->br->in_ring <= r->br->pending) {
 			r->starved = true;
 			r->next_starved = r->br->starved;
 			r->br->starved = r;
@@ -491,6 +505,9 @@ static void receiver_cqe(struct corio_loop *loop, struct corio_handler *h,
 	 * overflowing): armed again before the next enter. */
 	if (!r->armed && !r->starved && !r->end && !r->stopping)
 		corio__loop_defer(loop, &r->h);
+	/* Stopped by teardown: a task still waiting must not wait on. */
+	if (!r->armed && r->stopping && !r->end)
+		r->end = -ECANCELED;
 	if (r->waiters.head && (r->qlen || r->end))
 		corio__wake(r->waiters.head, 0);
 	if (!r->armed && r->freer) {
@@ -575,6 +592,7 @@ ssize_t corio_receiver_next(corio_receiver *r, const void **data)
 	r->lent = r->q[r->qhead];
 	r->qhead = (r->qhead + 1) % r->qcap;
 	r->qlen--;
+	r->qbytes -= r->lent.len;
 	r->has_lent = true;
 	*data = r->lent.data;
 	return (ssize_t)r->lent.len;
@@ -613,6 +631,8 @@ int corio_receiver_free(corio_receiver *r)
 
 	if (!r)
 		return 0;
+	if (r->loop && r->loop != corio__loop)
+		return -EPERM;
 	if (r->waiters.head || r->freer)
 		return -EBUSY;
 	if (r->loop) {
@@ -626,6 +646,8 @@ int corio_receiver_free(corio_receiver *r)
 			while (r->armed)
 				corio__task_park(t, NULL, NULL);
 		}
+		/* A re-arm may still be due: r must not be found there. */
+		corio__loop_undefer(r->loop, &r->h);
 		receiver_unlink(r);
 		lent_put(r);
 		while (r->qlen) {
@@ -690,4 +712,10 @@ void corio__bufring_info(const struct corio_bufring *br, bool *inc,
 	*inc = br->inc;
 	*bundle = br->bundle;
 	*starved = br->nr_starved;
+}
+
+/* Bytes queued on r and not yet lent: for corio_stream_buffered. */
+size_t corio__receiver_queued(const struct corio_receiver *r)
+{
+	return r->qbytes;
 }

@@ -448,7 +448,11 @@ void corio_stream_free(corio_stream *s)
 /* A server flushes its replies when no further request is buffered. */
 size_t corio_stream_buffered(const corio_stream *s)
 {
-	return s ? s->rend - s->rpos + s->lent_len : 0;
+	if (!s)
+		return 0;
+	/* And what came through the receiver, which a read takes at once. */
+	return s->rend - s->rpos + s->lent_len +
+	       (s->rx ? corio__receiver_queued(s->rx) : 0);
 }
 
 /* The buffered bytes themselves, to decide whether a read would wait. */
