@@ -44,6 +44,16 @@ typedef int (*corio_fn)(void *arg);
 
 CORIO_API int corio_run(corio_fn main, void *arg);
 
+/*
+ * A loop per core: loop i on thread i, calls and posts between loops.
+ * corio_run_loops(3), corio_call(3), corio_post(3).
+ */
+CORIO_API int corio_run_loops(unsigned int n, corio_fn main, void *arg);
+CORIO_API unsigned int corio_loop_index(void);
+CORIO_API unsigned int corio_loop_count(void);
+CORIO_API int corio_call(unsigned int loop, corio_fn fn, void *arg);
+CORIO_API int corio_post(unsigned int loop, corio_fn fn, void *arg);
+
 struct corio_stats {
 	uint64_t tasks_live;	/* tasks spawned that have not returned */
 	uint64_t ops_in_flight;	/* awaited SQEs whose CQE has not arrived */

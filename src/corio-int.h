@@ -222,6 +222,10 @@ struct corio_loop {
 	struct corio_task all;		/* list head of every task */
 	struct corio_stats stats;
 	struct corio_task *main;	/* corio_run's task; freed by corio_run */
+	struct corio_cluster *cluster;	/* corio_run_loops's, or NULL */
+	struct corio_mbox *mbox;	/* loops.c: messages to this loop */
+	unsigned int index;		/* in the cluster */
+	bool idle;			/* loops.c: counted as done */
 	bool tearing_down;		/* main returned: new tasks start cancelled */
 	bool taskrun_flag;		/* the kernel raises IORING_SQ_TASKRUN */
 	bool reg_ring;			/* the ring fd is registered */
@@ -264,6 +268,16 @@ static inline struct corio_task *corio__current(void)
 
 /* loop.c */
 int corio__loop_flush(struct corio_loop *loop);
+int corio__loop_create(struct corio_loop **out);
+void corio__loop_destroy(struct corio_loop *loop);
+void corio__loop_run(struct corio_loop *loop);
+void corio__loop_teardown(struct corio_loop *loop);
+
+/* loops.c: main returned on loop 0; whether the whole cluster is done. */
+struct corio_cluster;
+struct corio_mbox;
+void corio__loops_stop(struct corio_loop *loop);
+bool corio__loops_done(struct corio_loop *loop);
 
 /*
  * An SQE with room for a second one behind it (an op's LINK_TIMEOUT must
@@ -283,6 +297,7 @@ void corio__loop_undefer(struct corio_loop *loop, struct corio_handler *h);
 /* bufring.c: the loop's shared ring (made on first use), or NULL, *err */
 struct corio_bufring *corio__bufring_shared(struct corio_loop *loop,
 					    int *err);
+size_t corio__receiver_queued(const struct corio_receiver *r);
 void corio__bufring_info(const struct corio_bufring *br, bool *inc,
 			 bool *bundle, unsigned long *starved);
 void corio__loop_attach(struct corio_loop *loop, struct corio_layer_state *s,
@@ -367,6 +382,7 @@ uint64_t corio__dump_slow_ns(void);
 #define CORIO_FEAT_BUNDLE	(1u << 2)	/* "bundle": recv bundles */
 #define CORIO_FEAT_SEND_ZC	(1u << 3)	/* "send_zc": IORING_OP_SEND_ZC */
 #define CORIO_FEAT_SPLICE	(1u << 4)	/* "splice": IORING_OP_SPLICE */
+#define CORIO_FEAT_MSG_RING	(1u << 5)	/* "msg_ring": IORING_OP_MSG_RING */
 
 /* env.c: the CORIO_FEAT_* bits that CORIO_DISABLE names. */
 unsigned int corio__env_disabled(void);

@@ -365,10 +365,21 @@ static void pump(struct corio_loop *loop)
 		run_arms(loop);
 	/* A handler still unarmed (ring full) must not be slept through. */
 	idle = !loop->ready_head && !loop->arms;
+	if (corio_unlikely(idle && loop->cluster && loop->tearing_down &&
+			   !loop->idle && !loop->stats.tasks_live &&
+			   !loop->stats.ops_in_flight)) {
+		/* A stop just came (run_arms): the turn loop counts this
+		 * loop as done (loops.c) before it may wait. */
+		enter(loop, false, NULL);
+		return;
+	}
 	queued = ring->sq.sqe_tail != IO_URING_READ_ONCE(*ring->sq.khead);
 	if (!queued && !loop->stats.ops_in_flight) {
-		if (idle)
+		/* Another loop or thread may still send work (loops.c). */
+		if (idle && !loop->cluster)
 			deadlock(loop);
+		if (idle)
+			idle_wait(loop);
 		return;
 	}
 	/*
@@ -383,7 +394,7 @@ static void pump(struct corio_loop *loop)
 		return;
 	}
 	if (corio_unlikely(idle && (loop->tearing_down || loop->trim_at ||
-				    loop->under_valgrind))) {
+				    loop->under_valgrind || loop->cluster))) {
 		idle_wait(loop);
 		return;
 	}
@@ -410,11 +421,11 @@ struct corio_layer_state *corio__loop_state(const struct corio_loop *loop,
 }
 
 /*
- * main returned: cancel every live task (later spawns start cancelled),
- * then let the layers stop what no task waits on but would keep the loop
- * alive.
+ * main returned (or, for the other loops of corio_run_loops, loop 0 said
+ * so): cancel every live task (later spawns start cancelled), then let the
+ * layers stop what no task waits on but would keep the loop alive.
  */
-static CORIO_COLD void teardown_begin(struct corio_loop *loop)
+CORIO_COLD void corio__loop_teardown(struct corio_loop *loop)
 {
 	struct corio_layer_state *s;
 	struct corio_task *t;
@@ -428,7 +439,14 @@ static CORIO_COLD void teardown_begin(struct corio_loop *loop)
 			s->layer->teardown(loop, s);
 }
 
-static void run(struct corio_loop *loop)
+/* Nothing left to run or to wait for. */
+static bool quiescent(const struct corio_loop *loop)
+{
+	return !loop->stats.tasks_live && !loop->stats.ops_in_flight &&
+	       !loop->ready_head;
+}
+
+void corio__loop_run(struct corio_loop *loop)
 {
 	for (;;) {
 		struct corio_task *t = loop->ready_head;
@@ -447,12 +465,23 @@ static void run(struct corio_loop *loop)
 			corio__task_run(loop, t);
 			t = next;
 		}
-		if (corio_unlikely(loop->main->state == CORIO_T_DONE)) {
-			if (!loop->tearing_down)
-				teardown_begin(loop);
-			if (!loop->stats.tasks_live &&
-			    !loop->stats.ops_in_flight && !loop->ready_head)
+		if (corio_unlikely(loop->main &&
+				   loop->main->state == CORIO_T_DONE &&
+				   !loop->tearing_down)) {
+			corio__loop_teardown(loop);
+			if (loop->cluster)
+				corio__loops_stop(loop);
+		}
+		if (corio_unlikely(loop->tearing_down) && quiescent(loop)) {
+			if (!loop->cluster)
 				return;
+			/* Every loop of the cluster must be done too. */
+			if (corio__loops_done(loop)) {
+				if (loop->ring.sq.sqe_tail !=
+				    IO_URING_READ_ONCE(*loop->ring.sq.khead))
+					enter(loop, false, NULL);
+				return;
+			}
 		}
 		pump(loop);
 	}
@@ -548,34 +577,13 @@ static void sigpipe_ignore(void)
 	}
 }
 
-static void loop_free(struct corio_loop *loop)
-{
-	while (loop->all.next != &loop->all)
-		corio__task_free(loop->all.next);
-	while (loop->layers) {
-		struct corio_layer_state *s = loop->layers;
-
-		loop->layers = s->next;	/* before fini frees s */
-		if (s->layer->fini)
-			s->layer->fini(loop, s);
-	}
-	corio__stack_pools_free(loop);
-	if (loop->probe)
-		io_uring_free_probe(loop->probe);
-	io_uring_queue_exit(&loop->ring);
-	free(loop);
-}
-
-int corio_run(corio_fn fn, void *arg)
+/* A loop for this thread, not yet running anything; -errno. */
+int corio__loop_create(struct corio_loop **out)
 {
 	static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 	struct corio_loop *loop;
 	int ret;
 
-	if (!fn)
-		return -EINVAL;
-	if (corio__loop)
-		return -EBUSY;
 	loop = calloc(1, sizeof(*loop));
 	if (!loop)
 		return -ENOMEM;
@@ -594,18 +602,54 @@ int corio_run(corio_fn fn, void *arg)
 	pthread_once(&atfork_once, atfork_register);
 	sigpipe_ignore();
 	corio__stack_overflow_init();
+	*out = loop;
+	return 0;
+}
+
+/* Frees the loop: it has no task and no op left. */
+void corio__loop_destroy(struct corio_loop *loop)
+{
+	while (loop->all.next != &loop->all)
+		corio__task_free(loop->all.next);
+	while (loop->layers) {
+		struct corio_layer_state *s = loop->layers;
+
+		loop->layers = s->next;	/* before fini frees s */
+		if (s->layer->fini)
+			s->layer->fini(loop, s);
+	}
+	corio__stack_pools_free(loop);
+	if (loop->probe)
+		io_uring_free_probe(loop->probe);
+	io_uring_queue_exit(&loop->ring);
+	free(loop);
+	corio__stack_overflow_fini();
+}
+
+/* One loop of its own, which no other thread can post to (loops.c). */
+int corio_run(corio_fn fn, void *arg)
+{
+	struct corio_loop *loop;
+	int ret;
+
+	if (!fn)
+		return -EINVAL;
+	if (corio__loop)
+		return -EBUSY;
+	ret = corio__loop_create(&loop);
+	if (ret < 0)
+		return ret;
 	corio__loop = loop;
 	loop->main = corio_spawn(fn, arg);
 	if (!loop->main) {
 		ret = -errno;
 		goto out;
 	}
-	run(loop);
+	corio__loop_run(loop);
 	ret = loop->main->result;
 out:
 	corio__loop = NULL;
-	loop_free(loop);
-	corio__stack_overflow_fini();
+	corio__loop_destroy(loop);
 	return ret;
 }
 
