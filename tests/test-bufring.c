@@ -8,6 +8,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 
 #include "helpers.h"
@@ -517,6 +518,73 @@ static void test_errors_and_teardown(void **state)
 	assert_int_equal(corio_bufring_free(leftover), 0);
 }
 
+/* A second reader is refused; cancellation and a deadline end a wait. */
+static int rx_waiter(void *arg)
+{
+	const void *p;
+
+	return (int)corio_receiver_next(arg, &p);
+}
+
+static int rx_errors_main(void *arg)
+{
+	corio_receiver *r;
+	corio_bufring *br;
+	corio_task *t;
+	const void *p;
+	int sv[2];
+
+	(void)arg;
+	assert_int_equal(corio_bufring_new(8, 64, &br), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+				    sv), 0);
+	assert_int_equal(corio_receiver_new(sv[0], br, &r), 0);
+	t = corio_spawn(rx_waiter, r);
+	assert_non_null(t);
+	assert_int_equal(corio_yield(), 0);
+	/* errors: corio_receiver.3 EBUSY */
+	assert_int_equal(corio_receiver_next(r, &p), -EBUSY);
+	assert_int_equal(corio_receiver_free(r), -EBUSY);
+	assert_int_equal(corio_cancel(t), 0);
+	/* errors: corio_receiver.3 ECANCELED */
+	assert_int_equal(corio_join(t), -ECANCELED);
+	corio_timeout(CORIO_MSEC(10));
+	/* errors: corio_receiver.3 ETIMEDOUT */
+	assert_int_equal(corio_receiver_next(r, &p), -ETIMEDOUT);
+	corio_deadline(0);
+	/* Nothing was lost meanwhile. */
+	assert_int_equal(write(sv[1], "ab", 2), 2);
+	assert_int_equal(corio_receiver_next(r, &p), 2);
+	assert_int_equal(corio_receiver_free(r), 0);
+	assert_int_equal(corio_bufring_free(br), 0);
+	assert_int_equal(corio_close(sv[0]), 0);
+	assert_int_equal(corio_close(sv[1]), 0);
+
+	/* A stream on the ring reads a socket only. */
+	{
+		corio_stream *s;
+		char c;
+		int pp[2];
+
+		assert_int_equal(pipe2(pp, O_CLOEXEC), 0);
+		assert_int_equal(corio_stream_new(pp[0], CORIO_STREAM_BUFRING,
+						  &s), 0);
+		assert_int_equal(write(pp[1], "x", 1), 1);
+		/* errors: corio_stream.3 ENOTSOCK */
+		assert_int_equal(corio_stream_read(s, &c, 1), -ENOTSOCK);
+		assert_int_equal(corio_stream_close(s), 0);
+		assert_int_equal(close(pp[1]), 0);
+	}
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_next_busy_cancelled_timed_out(void **state)
+{
+	(void)state;
+	RUN(rx_errors_main, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -526,6 +594,7 @@ int main(void)
 		CORIO_TEST(test_stream_on_the_shared_ring),
 		CORIO_TEST(test_fallback_without_buffer_rings),
 		CORIO_TEST(test_errors_and_teardown),
+		CORIO_TEST(test_next_busy_cancelled_timed_out),
 	};
 
 	return RUN_GROUP(tests);

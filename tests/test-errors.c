@@ -321,12 +321,19 @@ static int task_calls_main(void *arg)
 	int lfd;
 
 	(void)arg;
+	corio_bufring *br = NULL;
+	corio_receiver *r = NULL;
+
 	lfd = corio_listen("127.0.0.1", 0, 16, 0);
 	CHILD_CHECK(lfd >= 0);
+	CHILD_CHECK(corio_bufring_new(8, 64, &br) == 0);
 	exhaust_heap();
 	/* errors: corio_acceptor.3 ENOMEM */
 	CHILD_CHECK(corio_acceptor_new(lfd, &a) == -ENOMEM);
 	CHILD_CHECK(a == NULL);
+	/* errors: corio_receiver.3 ENOMEM */
+	CHILD_CHECK(corio_receiver_new(lfd, br, &r) == -ENOMEM);
+	CHILD_CHECK(r == NULL);
 	/* The loop's first corio_run_blocking makes the pool. */
 	/* errors: corio_run_blocking.3 ENOMEM */
 	CHILD_CHECK(corio_run_blocking(noop, NULL) == -ENOMEM);
@@ -369,6 +376,14 @@ static int group_spawn_main(void *arg)
 	t = corio_group_spawn(g, never_runs, NULL);
 	/* errors: corio_group.3 ENOMEM */
 	CHILD_CHECK(t == NULL && errno == ENOMEM);
+	{
+		corio_bufring *br = NULL;
+
+		/* 32 GiB of buffers: a mapping past the limit. */
+		/* errors: corio_bufring.3 ENOMEM */
+		CHILD_CHECK(corio_bufring_new(32768, 1u << 20, &br) == -ENOMEM);
+		CHILD_CHECK(br == NULL);
+	}
 	/* The failed spawn left the group empty. */
 	CHILD_CHECK(corio_group_wait(g) == 0);
 	CHILD_CHECK(corio_group_free(g) == 0);
@@ -417,6 +432,9 @@ static int no_fd_main(void *arg)
 	CHILD_CHECK(corio_run_blocking(noop, NULL) == -EMFILE);
 	/* errors: corio_signal_wait.3 EMFILE */
 	CHILD_CHECK(corio_signal_wait(&set) == -EMFILE);
+	/* The pipe sendfile moves the file through. */
+	/* errors: corio_sendfile.3 EMFILE */
+	CHILD_CHECK(corio_sendfile(lfd, 0, NULL, 1) == -EMFILE);
 	CHILD_CHECK(corio_close(lfd) == 0);
 	return 0;
 }

@@ -6,6 +6,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -220,12 +221,128 @@ static void test_sendfile_copy_fallback(void **state)
 	unsetenv("CORIO_DISABLE");
 }
 
+/*
+ * Sends that wait for a peer that does not read: a deadline and a cancel
+ * end them; a peer that resets or closes gives -ECONNRESET or -EPIPE.
+ */
+static int blocked_send_zc(void *arg)
+{
+	static char big[1 << 20];
+	int fd = *(int *)arg;
+	ssize_t n;
+
+	do
+		n = corio_send_zc(fd, big, sizeof(big), 0);
+	while (n > 0);
+	return (int)n;
+}
+
+static int blocked_sendfile(void *arg)
+{
+	int *fds = arg;	/* socket, file */
+	uint64_t off;
+	ssize_t n;
+
+	do {
+		off = 0;
+		n = corio_sendfile(fds[0], fds[1], &off, 4u << 20);
+	} while (n > 0);
+	return (int)n;
+}
+
+static int blocked_main(void *arg)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	char path[] = "/tmp/corio-sendfile-XXXXXX";
+	int a, b, fds[2], pp[2], sv[2], sz = 4096;
+	corio_task *t;
+	uint64_t off = 0;
+
+	(void)arg;
+	fds[1] = mkstemp(path);
+	assert_true(fds[1] >= 0);
+	unlink(path);
+	assert_int_equal(ftruncate(fds[1], 4u << 20), 0);
+
+	assert_int_equal(tcp_pair(&a, &b), 0);
+	setsockopt(a, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	corio_timeout(CORIO_MSEC(30));
+	/* errors: corio_send_zc.3 ETIMEDOUT */
+	assert_int_equal(blocked_send_zc(&a), -ETIMEDOUT);
+	fds[0] = a;
+	/* errors: corio_sendfile.3 ETIMEDOUT */
+	assert_int_equal(blocked_sendfile(fds), -ETIMEDOUT);
+	corio_deadline(0);
+	t = corio_spawn(blocked_send_zc, &a);
+	assert_non_null(t);
+	assert_int_equal(corio_sleep(CORIO_MSEC(10)), 0);
+	assert_int_equal(corio_cancel(t), 0);
+	/* errors: corio_send_zc.3 ECANCELED */
+	assert_int_equal(corio_join(t), -ECANCELED);
+	t = corio_spawn(blocked_sendfile, fds);
+	assert_non_null(t);
+	assert_int_equal(corio_sleep(CORIO_MSEC(10)), 0);
+	assert_int_equal(corio_cancel(t), 0);
+	/* errors: corio_sendfile.3 ECANCELED */
+	assert_int_equal(corio_join(t), -ECANCELED);
+	/* The peer resets: what is still queued is lost, sends fail. */
+	assert_int_equal(setsockopt(b, SOL_SOCKET, SO_LINGER, &lg,
+				    sizeof(lg)), 0);
+	assert_int_equal(close(b), 0);
+	corio_sleep(CORIO_MSEC(5));
+	/* errors: corio_send_zc.3 ECONNRESET */
+	assert_true(corio_send_zc(a, "x", 1, 0) == -ECONNRESET ||
+		    corio_send_zc(a, "x", 1, 0) == -EPIPE);
+	assert_int_equal(corio_close(a), 0);
+
+	assert_int_equal(tcp_pair(&a, &b), 0);
+	assert_int_equal(setsockopt(b, SOL_SOCKET, SO_LINGER, &lg,
+				    sizeof(lg)), 0);
+	assert_int_equal(close(b), 0);
+	corio_sleep(CORIO_MSEC(5));
+	/* errors: corio_sendfile.3 ECONNRESET */
+	assert_int_equal(corio_sendfile(a, fds[1], &off, 100), -ECONNRESET);
+	assert_int_equal(corio_close(a), 0);
+
+	/* A peer gone: -EPIPE, and no SIGPIPE. */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+				    sv), 0);
+	assert_int_equal(close(sv[1]), 0);
+	off = 0;
+	/* errors: corio_sendfile.3 EPIPE */
+	assert_int_equal(corio_sendfile(sv[0], fds[1], &off, 100), -EPIPE);
+	assert_int_equal(corio_close(sv[0]), 0);
+	/* An offset for what cannot seek. */
+	assert_int_equal(pipe2(pp, O_CLOEXEC), 0);
+	assert_int_equal(write(pp[1], "abc", 3), 3);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0,
+				    sv), 0);
+	off = 0;
+	/* errors: corio_sendfile.3 ESPIPE */
+	assert_int_equal(corio_sendfile(sv[0], pp[0], &off, 3), -ESPIPE);
+	assert_int_equal(corio_sendfile(sv[0], pp[0], NULL, 3), 3);
+	assert_int_equal(corio_close(sv[0]), 0);
+	assert_int_equal(corio_close(sv[1]), 0);
+	assert_int_equal(corio_close(pp[0]), 0);
+	assert_int_equal(corio_close(pp[1]), 0);
+	assert_int_equal(corio_close(fds[1]), 0);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_blocked_sends_and_peer_errors(void **state)
+{
+	(void)state;
+	RUN(blocked_main, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		CORIO_TEST(test_send_zc_buffer_reusable_on_return),
 		CORIO_TEST(test_sendfile_50mib_byte_for_byte),
 		CORIO_TEST(test_sendfile_copy_fallback),
+		CORIO_TEST(test_blocked_sends_and_peer_errors),
 	};
 
 	return RUN_GROUP(tests);
