@@ -38,6 +38,9 @@
 #include "corio-int.h"
 
 #define LOOPS_MAX	1024
+/* Messages a loop takes per turn: a flood of posts must not make a task
+ * (and a stack) for each of them at once. */
+#define DRAIN_MAX	1024
 
 enum msg_kind { MSG_POST, MSG_CALL, MSG_REPLY, MSG_CANCEL, MSG_ACK,
 		MSG_STOP };
@@ -65,6 +68,7 @@ struct corio_call {
 struct corio_mbox {
 	_Atomic(struct corio_msg *) head;
 	atomic_bool notified;		/* a wake is on its way */
+	struct corio_msg *backlog;	/* taken, in order, not yet processed */
 	int efd;
 	uint64_t efd_buf;
 	bool efd_armed;
@@ -244,8 +248,9 @@ static void process(struct corio_loop *loop, struct corio_msg *m)
 static void drain(struct corio_loop *loop, struct corio_handler *h)
 {
 	struct corio_mbox *mb = container(h, struct corio_mbox, h_drain);
-	struct corio_msg *m, *next, *fifo = NULL;
+	struct corio_msg *m, *next, *fifo = NULL, **tail;
 	struct corio_cluster *c = mb->cluster;
+	unsigned int nr = 0;
 
 	/* Cleared first: a push from now on wakes the loop again. */
 	atomic_store(&mb->notified, false);
@@ -255,15 +260,21 @@ static void drain(struct corio_loop *loop, struct corio_handler *h)
 		m->next = fifo;
 		fifo = m;
 	}
-	if (fifo && loop->idle) {
+	/* Behind what an earlier turn left. */
+	for (tail = &mb->backlog; *tail; tail = &(*tail)->next)
+		;
+	*tail = fifo;
+	if (mb->backlog && loop->idle) {
 		loop->idle = false;	/* before the messages' counts go */
 		atomic_fetch_add(&c->busy, 1);
 	}
-	for (m = fifo; m; m = next) {
-		next = m->next;
+	while ((m = mb->backlog) && nr++ < DRAIN_MAX) {
+		mb->backlog = m->next;
 		process(loop, m);
 		busy_put(c);
 	}
+	if (mb->backlog)
+		corio__loop_defer(loop, &mb->h_drain);	/* the rest next turn */
 	if (!mb->efd_armed) {
 		struct io_uring_sqe *sqe = corio__loop_handler_sqe(loop,
 								   &mb->h_drain);

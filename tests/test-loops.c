@@ -103,7 +103,7 @@ static void *poster(void *arg)
 	intptr_t base = (intptr_t)arg, i, per = POSTS / POSTERS;
 	int ret;
 
-	if (UNDER_VALGRIND())
+	if (UNDER_VALGRIND() || CORIO_ASAN)
 		per /= 50;
 	for (i = 0; i < per; i++) {
 		while ((ret = corio_post((unsigned int)(i % 2), mark,
@@ -120,7 +120,7 @@ static int million_main(void *arg)
 {
 	pthread_t th[POSTERS];
 	void *res;
-	int i, want = UNDER_VALGRIND() ? POSTS / 50 : POSTS;
+	int i, want = UNDER_VALGRIND() || CORIO_ASAN ? POSTS / 50 : POSTS;
 
 	(void)arg;
 	atomic_store(&ran, 0);
@@ -143,7 +143,7 @@ static void test_million_posts_from_threads_run_once(void **state)
 	seen = calloc(POSTS, 1);
 	assert_non_null(seen);
 	run_loops(2, million_main, NULL);
-	if (UNDER_VALGRIND())
+	if (UNDER_VALGRIND() || CORIO_ASAN)
 		per /= 50;
 	for (i = 0; i < POSTS; i++)
 		if (atomic_load(&seen[i]) != (i % (POSTS / POSTERS) < per))
