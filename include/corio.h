@@ -305,6 +305,18 @@ CORIO_API int corio_stream_close(corio_stream *s);
 CORIO_API void corio_stream_free(corio_stream *s);
 
 /*
+ * TLS streams over OpenSSL: ctx is an SSL_CTX the caller configured
+ * (certificates, verification, ALPN).  corio_tls(3).
+ */
+struct ssl_ctx_st;
+
+CORIO_API int corio_tls_accept(int fd, struct ssl_ctx_st *ctx,
+			       corio_stream **out);
+CORIO_API int corio_tls_connect(int fd, struct ssl_ctx_st *ctx,
+				const char *servername, corio_stream **out);
+CORIO_API int corio_tls_error(const corio_stream *s, char *buf, size_t len);
+
+/*
  * Subprocesses: asyncio.create_subprocess_exec.  corio_process(3).
  */
 typedef struct corio_process corio_process;

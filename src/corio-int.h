@@ -453,6 +453,15 @@ int corio__run_blocking_owned(corio_fn fn, void *arg,
 int corio__process_has_waitid(void);
 
 
+/* tls.c: a TLS stream's transport (stream.c calls it) */
+struct corio_tls;
+ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len);
+ssize_t corio__tls_write(struct corio_tls *t, const void *p, size_t len);
+int corio__tls_close(struct corio_tls *t);
+void corio__tls_free(struct corio_tls *t);
+const char *corio__tls_errstr(const struct corio_tls *t);
+void corio__stream_set_tls(struct corio_stream *s, struct corio_tls *t);
+
 /* stream.c: the delimiter search, pure, fuzzed by tests/fuzz/ */
 size_t corio__stream_scan(const void *buf, size_t len, const void *delim,
 			  size_t delim_len, size_t from);

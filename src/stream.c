@@ -48,6 +48,7 @@ struct corio_stream {
 	char *wbuf;		/* the writing task's */
 	size_t wlen;
 	corio_receiver *rx;	/* CORIO_STREAM_BUFRING: reads come here */
+	struct corio_tls *tls;	/* a TLS stream's: tls.c moves the bytes */
 	const char *lent;	/* the rest of rx's last chunk */
 	size_t lent_len;
 };
@@ -178,6 +179,8 @@ static ssize_t rx_take(struct corio_stream *s, char *dst, size_t len)
 /* A read of the fd, or of the receiver, straight into the caller's buf. */
 static ssize_t read_direct(struct corio_stream *s, void *buf, size_t len)
 {
+	if (s->tls)
+		return corio__tls_read(s->tls, buf, len);
 	if (s->rx)
 		return rx_take(s, buf, len);
 	return corio_read(s->fd, buf, len, POS_CURRENT);
@@ -341,6 +344,16 @@ static int drain(struct corio_stream *s, const char *p, size_t len)
 	ssize_t n;
 	int nr;
 
+	if (s->tls) {
+		/* Taken whole by OpenSSL: what is not sent yet stays in its
+		 * output BIO, ahead of the next write. */
+		n = s->wlen ? corio__tls_write(s->tls, s->wbuf, s->wlen) : 0;
+		s->wlen = 0;
+		if (n >= 0 && len)
+			n = corio__tls_write(s->tls, p, len);
+		return n < 0 ? (int)n : 0;
+	}
+
 	while (off < s->wlen || len > 0) {
 		nr = 0;
 		if (off < s->wlen) {
@@ -424,6 +437,9 @@ int corio_stream_close(corio_stream *s)
 	 * number the fd's close frees for reuse. */
 	corio_receiver_free(s->rx);
 	s->rx = NULL;
+	/* close_notify, unless the flush failed (the peer is gone). */
+	if (s->tls && ret == 0 && corio__current())
+		ret = corio__tls_close(s->tls);
 	if (corio__current()) {
 		cret = corio_close(s->fd);
 	} else {
@@ -440,9 +456,28 @@ void corio_stream_free(corio_stream *s)
 	if (!s)
 		return;
 	corio_receiver_free(s->rx);
+	corio__tls_free(s->tls);
 	free(s->rbuf);
 	free(s->wbuf);
 	free(s);
+}
+
+void corio__stream_set_tls(struct corio_stream *s, struct corio_tls *t)
+{
+	s->tls = t;
+}
+
+int corio_tls_error(const corio_stream *s, char *buf, size_t len)
+{
+	const char *e;
+
+	if (!buf || !len)
+		return -EINVAL;
+	if (s && !s->tls)
+		return -EINVAL;
+	e = corio__tls_errstr(s ? s->tls : NULL);
+	snprintf(buf, len, "%s", e);
+	return (int)strlen(e);
 }
 
 /* A server flushes its replies when no further request is buffered. */

@@ -1,0 +1,356 @@
+/*
+ * tls.c - TLS streams over OpenSSL: corio_tls_accept, corio_tls_connect.
+ *
+ * OpenSSL works on two memory BIOs, never on the socket: rbio holds the
+ * ciphertext received and not yet decrypted, wbio what OpenSSL produced
+ * and corio has not yet sent.  Ciphertext moves through corio's own awaits
+ * (corio_recv, corio_send), so the handshake, reads and writes are
+ * cancellation points that honour the task's deadline, and nothing here
+ * blocks the loop.  A TLS stream is a corio_stream whose reads and writes
+ * stream.c hands to corio__tls_read and corio__tls_write.
+ *
+ * Nothing is lost to a cancellation: ciphertext that arrived stays in
+ * rbio, plaintext that SSL_read returned is in the stream's buffer, and
+ * ciphertext not yet sent stays in wbio for the next write or flush.
+ *
+ * OpenSSL's error queue is per thread, and the loop's tasks share a
+ * thread: it is cleared before each SSL call and read right after, with
+ * no suspension in between.  kTLS: the kernel's TLS ULP is probed
+ * (tcp_available_ulp); encryption stays in user space, see corio(7).
+ */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "corio-int.h"
+
+#if CORIO_HAVE_TLS
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#define NET_CHUNK	(16u * 1024u + 512u)	/* a TLS record and then some */
+
+/*
+ * Why the thread's last corio_tls_accept or corio_tls_connect failed,
+ * for corio_tls_error(NULL, ...): read before the task's next await.
+ */
+static CORIO_TLS char last_err[256];
+
+struct corio_tls {
+	SSL *ssl;
+	BIO *rbio, *wbio;
+	int fd;
+	bool eof;		/* the peer closed the TCP connection */
+	char buf[NET_CHUNK];	/* ciphertext on its way in or out */
+	char err[256];
+};
+
+static void err_keep(struct corio_tls *t, const char *what)
+{
+	unsigned long e = ERR_peek_last_error();
+	long v = SSL_get_verify_result(t->ssl);
+
+	if (v != X509_V_OK)
+		snprintf(t->err, sizeof(t->err), "%s: certificate verify "
+			 "failed: %s", what, X509_verify_cert_error_string(v));
+	else if (e)
+		snprintf(t->err, sizeof(t->err), "%s: %s", what,
+			 ERR_reason_error_string(e) ?
+			 ERR_reason_error_string(e) : "unknown error");
+	else
+		snprintf(t->err, sizeof(t->err), "%s", what);
+	ERR_clear_error();
+}
+
+/* Sends what OpenSSL produced: 0, or -errno of the send. */
+static int flush_out(struct corio_tls *t)
+{
+	int n;
+
+	while ((n = BIO_read(t->wbio, t->buf, sizeof(t->buf))) > 0) {
+		int off = 0;
+
+		while (off < n) {
+			ssize_t w = corio_send(t->fd, t->buf + off,
+					       (size_t)(n - off), 0);
+
+			if (w < 0) {
+				/* The rest goes out first next time. */
+				BIO_write(t->wbio, t->buf + off, n - off);
+				return (int)w;
+			}
+			off += (int)w;
+		}
+	}
+	return 0;
+}
+
+/* One receive into rbio: >0, 0 at EOF, or -errno. */
+static ssize_t fill_in(struct corio_tls *t)
+{
+	ssize_t n = corio_recv(t->fd, t->buf, sizeof(t->buf), 0);
+
+	if (n > 0)
+		BIO_write(t->rbio, t->buf, (int)n);
+	else if (n == 0)
+		t->eof = true;
+	return n;
+}
+
+/*
+ * After an SSL call returned ret <= 0: 1 to call it again (more input
+ * came), 0 for a clean close (close_notify), or -errno.
+ */
+static int step(struct corio_tls *t, int ret, const char *what)
+{
+	int e = SSL_get_error(t->ssl, ret);
+	ssize_t n;
+	int f;
+
+	switch (e) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		f = flush_out(t);
+		if (f < 0)
+			return f;
+		if (e == SSL_ERROR_WANT_WRITE)
+			return 1;
+		if (t->eof)
+			goto vanished;
+		n = fill_in(t);
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			goto vanished;
+		return 1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	case SSL_ERROR_SSL:
+		err_keep(t, what);
+		flush_out(t);	/* the alert, if any, for the peer */
+		return -EPROTO;
+	default:
+		break;
+	}
+vanished:
+	snprintf(t->err, sizeof(t->err), "%s: the peer closed the "
+		 "connection without close_notify", what);
+	ERR_clear_error();
+	return -ECONNRESET;
+}
+
+static int handshake(struct corio_tls *t)
+{
+	int ret, s;
+
+	for (;;) {
+		ERR_clear_error();
+		ret = SSL_do_handshake(t->ssl);
+		if (ret == 1)
+			return flush_out(t);
+		s = step(t, ret, "handshake");
+		if (s <= 0)
+			return s == 0 ? -ECONNRESET : s;
+	}
+}
+
+ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
+{
+	int ret, s;
+
+	if (len > INT32_MAX)
+		len = INT32_MAX;
+	for (;;) {
+		ERR_clear_error();
+		ret = SSL_read(t->ssl, buf, (int)len);
+		if (ret > 0)
+			return ret;
+		s = step(t, ret, "read");
+		if (s <= 0)
+			return s;
+	}
+}
+
+/* All of p[0, len) encrypted and sent: len, or -errno. */
+ssize_t corio__tls_write(struct corio_tls *t, const void *p, size_t len)
+{
+	size_t done = 0;
+	int ret, s;
+
+	while (done < len) {
+		int part = len - done > INT32_MAX ? INT32_MAX :
+			   (int)(len - done);
+
+		ERR_clear_error();
+		/* Into wbio, which grows: it takes it all. */
+		ret = SSL_write(t->ssl, (const char *)p + done, part);
+		if (ret > 0) {
+			done += (size_t)ret;
+			continue;
+		}
+		s = step(t, ret, "write");
+		if (s < 0)
+			return s;
+		if (s == 0)
+			return -EPIPE;	/* the peer closed its side */
+	}
+	s = flush_out(t);
+	return s < 0 ? s : (ssize_t)len;
+}
+
+/* close_notify, sent: the best effort of a close. */
+int corio__tls_close(struct corio_tls *t)
+{
+	int ret;
+
+	ERR_clear_error();
+	ret = SSL_shutdown(t->ssl);
+	ERR_clear_error();
+	(void)ret;
+	return flush_out(t);
+}
+
+void corio__tls_free(struct corio_tls *t)
+{
+	if (!t)
+		return;
+	SSL_free(t->ssl);	/* and its BIOs */
+	free(t);
+}
+
+const char *corio__tls_errstr(const struct corio_tls *t)
+{
+	return t ? t->err : last_err;
+}
+
+/* Whether the kernel could encrypt (the TLS ULP is loaded). */
+static bool ktls_available(void)
+{
+	char line[256] = "";
+	FILE *f = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r");
+
+	if (!f)
+		return false;
+	if (!fgets(line, sizeof(line), f))
+		line[0] = 0;
+	fclose(f);
+	return strstr(line, "tls") != NULL;
+}
+
+static int tls_start(int fd, struct ssl_ctx_st *ctx, const char *name,
+		     bool server, corio_stream **out)
+{
+	struct corio_task *self = corio__current();
+	struct corio_tls *t;
+	corio_stream *s;
+	int ret;
+
+	if (fd < 0 || !ctx || !out)
+		return -EINVAL;
+	*out = NULL;
+	if (!self)
+		return -EPERM;
+	ret = corio__op_check(self, true);
+	if (ret < 0)
+		return ret;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->fd = fd;
+	t->ssl = SSL_new(ctx);
+	t->rbio = BIO_new(BIO_s_mem());
+	t->wbio = BIO_new(BIO_s_mem());
+	if (!t->ssl || !t->rbio || !t->wbio) {
+		BIO_free(t->rbio);
+		BIO_free(t->wbio);
+		ret = -ENOMEM;
+		goto err;
+	}
+	SSL_set_bio(t->ssl, t->rbio, t->wbio);
+	if (server) {
+		SSL_set_accept_state(t->ssl);
+	} else {
+		SSL_set_connect_state(t->ssl);
+		if (name && (!SSL_set_tlsext_host_name(t->ssl, name) ||
+			     !SSL_set1_host(t->ssl, name))) {
+			ret = -ENOMEM;
+			goto err;
+		}
+	}
+	ret = handshake(t);
+	if (ret < 0)
+		goto err;
+	(void)ktls_available();	/* see the file's comment */
+	ret = corio_stream_new(fd, 0, &s);
+	if (ret < 0)
+		goto err;
+	corio__stream_set_tls(s, t);
+	*out = s;
+	return 0;
+err:
+	memcpy(last_err, t->err, sizeof(last_err));
+	if (!last_err[0])
+		snprintf(last_err, sizeof(last_err), "%s", strerror(-ret));
+	corio__tls_free(t);
+	return ret;
+}
+
+#else	/* !CORIO_HAVE_TLS */
+
+struct corio_tls;
+
+ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
+{
+	(void)t, (void)buf, (void)len;
+	return -ENOTSUP;
+}
+
+ssize_t corio__tls_write(struct corio_tls *t, const void *p, size_t len)
+{
+	(void)t, (void)p, (void)len;
+	return -ENOTSUP;
+}
+
+int corio__tls_close(struct corio_tls *t)
+{
+	(void)t;
+	return 0;
+}
+
+void corio__tls_free(struct corio_tls *t)
+{
+	(void)t;
+}
+
+const char *corio__tls_errstr(const struct corio_tls *t)
+{
+	(void)t;
+	return "";
+}
+
+static int tls_start(int fd, struct ssl_ctx_st *ctx, const char *name,
+		     bool server, corio_stream **out)
+{
+	(void)fd, (void)ctx, (void)name, (void)server;
+	if (out)
+		*out = NULL;
+	return -ENOTSUP;	/* built without libssl */
+}
+
+#endif
+
+int corio_tls_accept(int fd, struct ssl_ctx_st *ctx, corio_stream **out)
+{
+	return tls_start(fd, ctx, NULL, true, out);
+}
+
+int corio_tls_connect(int fd, struct ssl_ctx_st *ctx, const char *servername,
+		      corio_stream **out)
+{
+	return tls_start(fd, ctx, servername, false, out);
+}
