@@ -416,6 +416,18 @@ static struct corio_loop *target(struct corio_loop *self, unsigned int i,
 	return self->cluster->loops[i];
 }
 
+static struct corio_msg *post_new(corio_fn fn, void *arg)
+{
+	struct corio_msg *m = calloc(1, sizeof(*m));
+
+	if (m) {
+		m->kind = MSG_POST;
+		m->fn = fn;
+		m->arg = arg;
+	}
+	return m;
+}
+
 int corio_post(unsigned int loop, corio_fn fn, void *arg)
 {
 	struct corio_loop *self = corio__loop, *to;
@@ -437,22 +449,16 @@ int corio_post(unsigned int loop, corio_fn fn, void *arg)
 			corio_detach(t);
 			return 0;
 		}
-		m = calloc(1, sizeof(*m));
+		m = post_new(fn, arg);
 		if (!m)
 			return -ENOMEM;
-		m->kind = MSG_POST;
-		m->fn = fn;
-		m->arg = arg;
 		send_msg(to, m);
 		return 0;
 	}
 	/* A thread that runs no loop: the published cluster's. */
-	m = calloc(1, sizeof(*m));
+	m = post_new(fn, arg);
 	if (!m)
 		return -ENOMEM;
-	m->kind = MSG_POST;
-	m->fn = fn;
-	m->arg = arg;
 	pthread_mutex_lock(&published_lock);
 	c = published;
 	if (!c || atomic_load(&c->stopping)) {

@@ -32,7 +32,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -257,6 +260,27 @@ static inline int child_wait(pid_t pid)
 	fprintf(stderr, "helpers: child %d killed by signal %d\n", (int)pid,
 		WIFSIGNALED(status) ? WTERMSIG(status) : -1);
 	return -1;
+}
+
+/* A connected pair of loopback TCP sockets (plain syscalls): 0 or -1. */
+static inline int tcp_pair(int *a, int *b)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	*a = *b = -1;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (l < 0 || bind(l, (struct sockaddr *)&sin, len) < 0 ||
+	    listen(l, 1) < 0 ||
+	    getsockname(l, (struct sockaddr *)&sin, &len) < 0)
+		return -1;
+	*a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (*a < 0 || connect(*a, (struct sockaddr *)&sin, len) < 0)
+		return -1;
+	*b = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	close(l);
+	return *b < 0 ? -1 : 0;
 }
 
 #endif

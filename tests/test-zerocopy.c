@@ -12,24 +12,6 @@
 
 #include "helpers.h"
 
-static int tcp_pair(int *a, int *b)
-{
-	struct sockaddr_in sin = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sin);
-	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (l < 0 || bind(l, (struct sockaddr *)&sin, len) < 0 ||
-	    listen(l, 1) < 0 ||
-	    getsockname(l, (struct sockaddr *)&sin, &len) < 0)
-		return -1;
-	*a = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (*a < 0 || connect(*a, (struct sockaddr *)&sin, len) < 0)
-		return -1;
-	*b = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-	close(l);
-	return *b < 0 ? -1 : 0;
-}
 
 #define ZC_LEN	(256u * 1024u)
 
