@@ -87,6 +87,7 @@ struct corio_cluster {
 	pthread_t *threads;
 	atomic_long busy;
 	atomic_bool stopping, final;
+	atomic_bool final_sent;		/* finalize has woken every loop */
 	/* start-up */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -116,6 +117,8 @@ static void finalize(struct corio_cluster *c)
 	for (i = 0; i < c->n; i++)
 		if (write(c->loops[i]->mbox->efd, &one, sizeof(one)) < 0)
 			corio__bug("cannot wake a loop to end it");
+	/* A loop that saw final by itself frees its mailbox only now. */
+	atomic_store(&c->final_sent, true);
 }
 
 static void busy_put(struct corio_cluster *c)
@@ -366,7 +369,12 @@ void corio__loops_stop(struct corio_loop *loop)
 	struct corio_cluster *c = loop->cluster;
 	unsigned int i;
 
+	/* Under the lock of the posts from plain threads: one that saw the
+	 * cluster running has pushed its message (and counted it) before
+	 * this, so the count cannot reach 0 under it. */
+	pthread_mutex_lock(&published_lock);
 	atomic_store(&c->stopping, true);
+	pthread_mutex_unlock(&published_lock);
 	for (i = 0; i < c->n; i++)
 		if (c->loops[i] != loop)
 			send_msg(c->loops[i], &c->loops[i]->mbox->stop);
@@ -612,6 +620,8 @@ static void *loop_thread(void *arg)
 	if (go)
 		corio__loop_run(loop);
 	corio__loop = NULL;
+	while (go && !atomic_load(&c->final_sent))
+		sched_yield();	/* finalize may still write our eventfd */
 	loop_free(loop);
 	return NULL;
 }
@@ -632,9 +642,12 @@ int corio_run_loops(unsigned int n, corio_fn main, void *arg)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	sched_getaffinity(0, sizeof(saved), &saved);
+	if (sched_getaffinity(0, sizeof(saved), &saved) < 0) {
+		CPU_ZERO(&saved);
+		nopin = "1";	/* nothing to pin to, nothing to restore */
+	}
 	c->cpus = saved;
-	c->ncpus = CPU_COUNT(&saved);
+	c->ncpus = CPU_COUNT(&saved) ? CPU_COUNT(&saved) : 1;
 	if (n == 0)
 		n = c->ncpus > 0 ? (unsigned int)c->ncpus : 1;
 	c->n = n;
@@ -697,9 +710,13 @@ int corio_run_loops(unsigned int n, corio_fn main, void *arg)
 	if (published == c)
 		published = NULL;
 	pthread_mutex_unlock(&published_lock);
-	if (loop)
+	if (loop) {
+		while (ret == 0 && !atomic_load(&c->final_sent))
+			sched_yield();
 		loop_free(loop);
-	sched_setaffinity(0, sizeof(saved), &saved);
+	}
+	if (c->pin)
+		sched_setaffinity(0, sizeof(saved), &saved);
 	pthread_cond_destroy(&c->cond);
 	pthread_mutex_destroy(&c->lock);
 	free(c->loops);
