@@ -420,8 +420,8 @@ int corio_stream_flush(corio_stream *s)
 {
 	if (!s)
 		return -EINVAL;
-	if (s->wlen == 0)
-		return 0;
+	if (s->wlen == 0)	/* a TLS stream may still hold ciphertext */
+		return s->tls ? corio__tls_flush(s->tls) : 0;
 	return drain(s, NULL, 0);
 }
 

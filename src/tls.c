@@ -20,6 +20,7 @@
  */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,6 +35,7 @@
 #include <openssl/x509v3.h>
 
 #define NET_CHUNK	(16u * 1024u + 512u)	/* a TLS record and then some */
+#define WRITE_CHUNK	(64u * 1024u)	/* plaintext encrypted between sends */
 
 /*
  * Why the thread's last corio_tls_accept or corio_tls_connect failed,
@@ -46,7 +48,10 @@ struct corio_tls {
 	BIO *rbio, *wbio;
 	int fd;
 	bool eof;		/* the peer closed the TCP connection */
-	char buf[NET_CHUNK];	/* ciphertext on its way in or out */
+	bool sending;		/* a task is in flush_out */
+	char in[NET_CHUNK];	/* ciphertext received, on its way to rbio */
+	char out[NET_CHUNK];	/* taken from wbio: out[opos, olen) unsent */
+	int opos, olen;
 	char err[256];
 };
 
@@ -55,7 +60,10 @@ static void err_keep(struct corio_tls *t, const char *what)
 	unsigned long e = ERR_peek_last_error();
 	long v = SSL_get_verify_result(t->ssl);
 
-	if (v != X509_V_OK)
+	/* The verify result only when verification is what failed: with
+	 * SSL_VERIFY_NONE it stays set through every later error. */
+	if (v != X509_V_OK && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED)
 		snprintf(t->err, sizeof(t->err), "%s: certificate verify "
 			 "failed: %s", what, X509_verify_cert_error_string(v));
 	else if (e)
@@ -67,36 +75,57 @@ static void err_keep(struct corio_tls *t, const char *what)
 	ERR_clear_error();
 }
 
-/* Sends what OpenSSL produced: 0, or -errno of the send. */
+/*
+ * Sends what OpenSSL produced, in order: first what a failed send left in
+ * out, then wbio.  0, or -errno of the send (the rest stays for the next
+ * flush).  One task at a time: another that comes meanwhile (a reader
+ * whose record needs an answer) leaves it to the one sending, which
+ * drains wbio to the end.
+ */
 static int flush_out(struct corio_tls *t)
 {
-	int n;
+	int ret = 0;
 
-	while ((n = BIO_read(t->wbio, t->buf, sizeof(t->buf))) > 0) {
-		int off = 0;
-
-		while (off < n) {
-			ssize_t w = corio_send(t->fd, t->buf + off,
-					       (size_t)(n - off), 0);
+	if (t->sending)
+		return 0;
+	t->sending = true;
+	for (;;) {
+		if (t->opos == t->olen) {
+			t->opos = 0;
+			t->olen = BIO_read(t->wbio, t->out, sizeof(t->out));
+			if (t->olen <= 0) {
+				t->olen = 0;
+				break;
+			}
+		}
+		while (t->opos < t->olen) {
+			ssize_t w = corio_send(t->fd, t->out + t->opos,
+					       (size_t)(t->olen - t->opos), 0);
 
 			if (w < 0) {
-				/* The rest goes out first next time. */
-				BIO_write(t->wbio, t->buf + off, n - off);
-				return (int)w;
+				ret = (int)w;
+				goto out;
 			}
-			off += (int)w;
+			t->opos += (int)w;
 		}
 	}
-	return 0;
+out:
+	t->sending = false;
+	return ret;
+}
+
+int corio__tls_flush(struct corio_tls *t)
+{
+	return flush_out(t);
 }
 
 /* One receive into rbio: >0, 0 at EOF, or -errno. */
 static ssize_t fill_in(struct corio_tls *t)
 {
-	ssize_t n = corio_recv(t->fd, t->buf, sizeof(t->buf), 0);
+	ssize_t n = corio_recv(t->fd, t->in, sizeof(t->in), 0);
 
 	if (n > 0)
-		BIO_write(t->rbio, t->buf, (int)n);
+		BIO_write(t->rbio, t->in, (int)n);
 	else if (n == 0)
 		t->eof = true;
 	return n;
@@ -169,11 +198,24 @@ ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
 		ERR_clear_error();
 		ret = SSL_read(t->ssl, buf, (int)len);
 		if (ret > 0)
-			return ret;
+			break;
 		s = step(t, ret, "read");
 		if (s <= 0)
 			return s;
 	}
+	/* Every record already received, not just the first: a pipelined
+	 * batch is one read for the stream. */
+	while ((size_t)ret < len) {
+		int more = SSL_read(t->ssl, (char *)buf + ret,
+				    (int)(len - (size_t)ret));
+
+		if (more <= 0) {
+			ERR_clear_error();	/* the next call sees it again */
+			break;
+		}
+		ret += more;
+	}
+	return ret;
 }
 
 /* All of p[0, len) encrypted and sent: len, or -errno. */
@@ -183,14 +225,18 @@ ssize_t corio__tls_write(struct corio_tls *t, const void *p, size_t len)
 	int ret, s;
 
 	while (done < len) {
-		int part = len - done > INT32_MAX ? INT32_MAX :
+		int part = len - done > WRITE_CHUNK ? (int)WRITE_CHUNK :
 			   (int)(len - done);
 
 		ERR_clear_error();
-		/* Into wbio, which grows: it takes it all. */
+		/* Into wbio, which takes it all; sent before the next part,
+		 * so a big write holds one part's ciphertext, not all. */
 		ret = SSL_write(t->ssl, (const char *)p + done, part);
 		if (ret > 0) {
 			done += (size_t)ret;
+			s = flush_out(t);
+			if (s < 0)
+				return s;
 			continue;
 		}
 		s = step(t, ret, "write");
@@ -228,18 +274,27 @@ const char *corio__tls_errstr(const struct corio_tls *t)
 	return t ? t->err : last_err;
 }
 
-/* Whether the kernel could encrypt (the TLS ULP is loaded). */
-static bool ktls_available(void)
+static bool ktls;
+static pthread_once_t ktls_once = PTHREAD_ONCE_INIT;
+
+static void ktls_probe(void)
 {
 	char line[256] = "";
 	FILE *f = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r");
 
 	if (!f)
-		return false;
+		return;
 	if (!fgets(line, sizeof(line), f))
 		line[0] = 0;
 	fclose(f);
-	return strstr(line, "tls") != NULL;
+	ktls = strstr(line, "tls") != NULL;
+}
+
+/* Whether the kernel could encrypt (the TLS ULP is loaded): once. */
+static bool ktls_available(void)
+{
+	pthread_once(&ktls_once, ktls_probe);
+	return ktls;
 }
 
 static int tls_start(int fd, struct ssl_ctx_st *ctx, const char *name,
@@ -253,6 +308,8 @@ static int tls_start(int fd, struct ssl_ctx_st *ctx, const char *name,
 	if (fd < 0 || !ctx || !out)
 		return -EINVAL;
 	*out = NULL;
+	if (name && (!*name || strlen(name) > 255))
+		return -EINVAL;	/* no DNS name is empty or that long */
 	if (!self)
 		return -EPERM;
 	ret = corio__op_check(self, true);
@@ -317,6 +374,12 @@ ssize_t corio__tls_write(struct corio_tls *t, const void *p, size_t len)
 }
 
 int corio__tls_close(struct corio_tls *t)
+{
+	(void)t;
+	return 0;
+}
+
+int corio__tls_flush(struct corio_tls *t)
 {
 	(void)t;
 	return 0;
