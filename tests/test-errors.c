@@ -476,6 +476,91 @@ static int no_process_main(void *arg)
 	return 0;
 }
 
+/* No thread for a second loop: corio_run_loops fails, nothing ran. */
+static void no_thread_child(void)
+{
+	struct rlimit rl = { 0, 0 };
+
+	unprivileged();
+	CHILD_CHECK(setrlimit(RLIMIT_NPROC, &rl) == 0);
+	/* errors: corio_run_loops.3 EAGAIN */
+	CHILD_CHECK(corio_run_loops(2, never_runs, NULL) == -EAGAIN);
+}
+
+static void test_loops_out_of_threads(void **state)
+{
+	(void)state;
+	in_child(no_thread_child);
+}
+
+/* io_uring refused: corio_run_loops fails as corio_run does. */
+static void loops_no_ring_child(void)
+{
+	refuse_or_skip(__NR_io_uring_setup, EPERM);
+	/* errors: corio_run_loops.3 EPERM */
+	CHILD_CHECK(corio_run_loops(2, never_runs, NULL) == -EPERM);
+}
+
+static void loops_no_uring_child(void)
+{
+	refuse_or_skip(__NR_io_uring_setup, ENOSYS);
+	/* errors: corio_run_loops.3 ENOSYS */
+	CHILD_CHECK(corio_run_loops(2, never_runs, NULL) == -ENOSYS);
+}
+
+static void test_loops_without_io_uring(void **state)
+{
+	(void)state;
+	if (UNDER_VALGRIND())
+		skip();	/* valgrind does not know seccomp */
+	in_child(loops_no_ring_child);
+	in_child(loops_no_uring_child);
+}
+
+/* Out of memory: no cluster, no message, no remote task. */
+static int trivial(void *arg)
+{
+	(void)arg;
+	return 1;
+}
+
+static int loops_nomem_main(void *arg)
+{
+	(void)arg;
+	/* The remote loop has mapped no stack yet: none can be mapped. */
+	limit_as(0);
+	/* errors: corio_call.3 ENOMEM */
+	CHILD_CHECK(corio_call(1, trivial, NULL) == -ENOMEM);
+	exhaust_heap();
+	/* errors: corio_post.3 ENOMEM */
+	CHILD_CHECK(corio_post(1, trivial, NULL) == -ENOMEM);
+	_exit(0);
+}
+
+static void loops_nomem_child(void)
+{
+	int ret = corio_run_loops(2, loops_nomem_main, NULL);
+
+	if (ret == -EPERM || ret == -ENOSYS)
+		child_skip("io_uring is unavailable to this process");
+	CHILD_CHECK(0);
+}
+
+static void loops_nomem_start_child(void)
+{
+	exhaust_heap();
+	/* errors: corio_run_loops.3 ENOMEM */
+	CHILD_CHECK(corio_run_loops(2, never_runs, NULL) == -ENOMEM);
+}
+
+static void test_loops_out_of_memory(void **state)
+{
+	(void)state;
+	need_plain_malloc();
+	in_child(loops_nomem_child);
+	in_child(loops_nomem_start_child);
+}
+
 static void no_process_child(void)
 {
 	unprivileged();
@@ -791,6 +876,9 @@ int main(void)
 		CORIO_TEST(test_name_unknown),
 		CORIO_TEST(test_name_server_silent),
 		CORIO_TEST(test_name_lookup_does_not_hold_the_task),
+		CORIO_TEST(test_loops_out_of_threads),
+		CORIO_TEST(test_loops_without_io_uring),
+		CORIO_TEST(test_loops_out_of_memory),
 	};
 
 	return RUN_GROUP(tests);

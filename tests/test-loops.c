@@ -361,6 +361,37 @@ static void test_teardown_with_work_in_flight(void **state)
 	}
 }
 
+/* A shielded task that outlives main: calls after teardown began fail. */
+static atomic_int late_call;
+
+static int late_caller(void *arg)
+{
+	(void)arg;
+	corio_shield(1);
+	corio_sleep(CORIO_MSEC(20));	/* main returns meanwhile */
+	atomic_store(&late_call, corio_call(1, where, NULL));
+	return 0;
+}
+
+static int late_main(void *arg)
+{
+	corio_task *t = corio_spawn(late_caller, NULL);
+
+	(void)arg;
+	assert_non_null(t);
+	corio_detach(t);
+	return 0;
+}
+
+static void test_call_after_teardown_began(void **state)
+{
+	(void)state;
+	atomic_store(&late_call, 0);
+	run_loops(2, late_main, NULL);
+	/* errors: corio_call.3 ESHUTDOWN */
+	assert_int_equal(atomic_load(&late_call), -ESHUTDOWN);
+}
+
 /* Loop i's thread runs on the i-th CPU of the mask; CORIO_NOPIN=1 not. */
 static int cpus_here(void *arg)
 {
@@ -434,6 +465,7 @@ int main(void)
 		CORIO_TEST(test_call_cancel_and_deadline),
 		CORIO_TEST(test_call_answered_by_a_call_back),
 		CORIO_TEST(test_teardown_with_work_in_flight),
+		CORIO_TEST(test_call_after_teardown_began),
 		CORIO_TEST(test_pinning),
 		CORIO_TEST(test_single_loop_and_errors),
 	};
