@@ -7,8 +7,10 @@
 # figures to bench/results.dat and, with gnuplot, draws bench/results.svg
 # from them with bench/plot.gp.
 #
-#   echo    examples/echo-server against bench/echo-uring, bench/echo-epoll
-#           and bench/echo-asyncio.py, loaded by bench/echo-load: 100 x 64 B,
+#   echo    examples/echo-server (receivers on a buffer ring; corio-c: its
+#           -c classic path, corio_recv into a stack buffer) against
+#           bench/echo-uring, bench/echo-uring-mshot, bench/echo-epoll and
+#           bench/echo-asyncio.py, loaded by bench/echo-load: 100 x 64 B,
 #           1000 x 64 B and 10 x 16 KiB (connections x message size).  The
 #           server runs on CPU 0 and the load on CPU 1; the servers take
 #           turns, in a rotating order, and each figure is the median of
@@ -18,13 +20,21 @@
 #           floor of N fresh pages (bench/pagefault) measured beside them.
 #   micro   bench/micro: spawn+join, yield, sleep(0), NOP awaits, each beside
 #           its baseline.
+#   datapath  the io_uring data path (issue 14): echo-server's RSS holding
+#           10,000 idle connections (bench/idle-conns), new path and -c;
+#           16 KiB and 256 KiB sends with corio_send and corio_send_zc, and a
+#           50 MiB file with corio_sendfile and corio_read + corio_send
+#           (bench/send-zc), over loopback TCP.
+#   kv      bench/kv.sh: examples/kv-server against redis-server.
 #
 # Targets are reported PASS or FAIL in the table, never asserted: the exit
 # status is 0 unless a program failed.
 #
 # Environment: BENCH_QUICK=1 for a short run (1 run instead of 3, 100k
-# sleeps only, 2 s echo runs); PYTHON to choose the interpreter for the
-# asyncio baselines (default: python3; without one they are skipped).
+# sleeps only, 2 s echo runs); BENCH_ONLY to run some of the sections
+# above, e.g. BENCH_ONLY='echo datapath' (default: all of them); PYTHON to
+# choose the interpreter for the asyncio baselines (default: python3;
+# without one they are skipped).
 
 cd "$(dirname "$0")/.." || exit 2
 
@@ -37,16 +47,30 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	micro_reps=3
 	micro_scale=0.5
 	retries=4
+	dp_secs=1
+	dp_warm=0.3
 else
 	mode=full
 	reps=3
-	echo_secs=5
-	echo_warm=1
+	# 3 s (was 5 s) since six servers take turns: cpu/rt is a rate, and
+	# 3 s at 100k+ round trips/s is plenty; noise comes from other tenants.
+	echo_secs=3
+	echo_warm=0.5
 	sleep_sizes='100000 1000000'
 	micro_reps=5
 	micro_scale=1
 	retries=20
+	dp_secs=1.5
+	dp_warm=0.3
 fi
+sections=${BENCH_ONLY:-echo sleep micro datapath kv}
+# Idle connections held for the RSS rows, and the echo each may carry first;
+# one run each (RSS varies by well under 1% from run to run).
+idle_conns=10000
+idle_sizes='0 16384'
+idle_reps=1
+# The file for the sendfile rows: 50 MiB, in $tmp (under /tmp by default).
+file_mib=50
 # An echo run that other tenants took more than this many CPUs from (what
 # other processes used on the two CPUs, plus steal) is run again, at most
 # twice, while the retries above last.
@@ -89,9 +113,18 @@ note()
 	say "run.sh: $*"
 }
 
-for prog in examples/echo-server bench/echo-uring bench/echo-epoll \
-	bench/echo-load bench/sleep-corio bench/sleep-uring bench/pagefault \
-	bench/micro; do
+# want SECTION: whether BENCH_ONLY includes it.
+want()
+{
+	case " $sections " in
+	*" $1 "*) return 0 ;;
+	esac
+	return 1
+}
+
+for prog in examples/echo-server bench/echo-uring bench/echo-uring-mshot \
+	bench/echo-epoll bench/echo-load bench/idle-conns bench/sleep-corio \
+	bench/sleep-uring bench/pagefault bench/micro bench/send-zc; do
 	if [ ! -x "$prog" ]; then
 		say "run.sh: $prog is not built: run make bench"
 		exit 2
@@ -102,9 +135,11 @@ done
 if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
 	pin_server='taskset -c 0'
 	pin_load='taskset -c 1'
+	pin_send='-S 0 -R 1'	# bench/send-zc pins its own threads
 else
 	pin_server=
 	pin_load=
+	pin_send=
 	note "no taskset or fewer than 2 CPUs: server and load are not pinned"
 fi
 
@@ -116,10 +151,10 @@ if command -v "$py" >/dev/null 2>&1; then
 	python=$("$py" -c 'import sys; print(sys.executable)' 2>/dev/null)
 fi
 if [ -n "$python" ]; then
-	impls_echo='corio uring epoll asyncio'
+	impls_echo='corio corio-c uring mshot epoll asyncio'
 	impls_sleep='corio uring asyncio'
 else
-	impls_echo='corio uring epoll'
+	impls_echo='corio corio-c uring mshot epoll'
 	impls_sleep='corio uring'
 	note "asyncio: no $py found: skipping the asyncio baselines"
 fi
@@ -159,7 +194,9 @@ server_cmd()
 {
 	case $1 in
 	corio) printf '%s\n' "examples/echo-server -h 127.0.0.1 -p $port" ;;
+	corio-c) printf '%s\n' "examples/echo-server -c -h 127.0.0.1 -p $port" ;;
 	uring) printf '%s\n' "bench/echo-uring -p $port" ;;
+	mshot) printf '%s\n' "bench/echo-uring-mshot -p $port" ;;
 	epoll) printf '%s\n' "bench/echo-epoll -p $port" ;;
 	asyncio) printf '%s\n' "$python bench/echo-asyncio.py -p $port" ;;
 	esac
@@ -295,6 +332,68 @@ sleep_run()
 	say "sleep $2 $1 run $3/$reps: $secs s, $(kv rss_kib "$line") KiB"
 }
 
+# idle_label SIZE: what each idle connection carried.
+idle_label()
+{
+	case $1 in
+	0) printf 'nothing sent\n' ;;
+	*) printf 'after one %s B echo\n' "$1" ;;
+	esac
+}
+
+# rss_run IMPL SIZE REP: the server's VmRSS holding $idle_conns idle
+# connections that each carried one SIZE-byte echo (0: none).
+rss_run()
+{
+	if ! start_server "$1"; then
+		failed=1
+		return
+	fi
+	line=$($pin_load bench/idle-conns -p "$port" -P "$server_pid" \
+		-c "$idle_conns" -s "$2" 2>"$tmp/idle.err")
+	rc=$?
+	stop_server "$1"
+	if [ "$rc" != 0 ]; then
+		note "idle $2: idle-conns against $1 failed: $(tail -n 1 "$tmp/idle.err")"
+		failed=1
+		return
+	fi
+	rss=$(kv rss_kib "$line")
+	# Fields: 4 RSS KiB, 5 bytes per connection, 6 RSS KiB before.
+	printf 'idle %s %s %s %s %s\n' "$2" "$1" "$rss" \
+		"$(kv per_conn_b "$line")" "$(kv rss0_kib "$line")" >>"$raw"
+	say "idle $idle_conns conns, $(idle_label "$2"), $1 run $3/$idle_reps: $rss KiB RSS"
+}
+
+# send_run MODE SIZE REP: bench/send-zc; KIND is send, or file for the
+# file modes (SIZE is then the file's, in MiB).
+send_run()
+{
+	case $1 in
+	send | send_zc)
+		kind='send'
+		args="-s $2" ;;
+	*)
+		kind='file'
+		args="-f $tmp/sendfile.dat -F $(($2 * 1024 * 1024))" ;;
+	esac
+	# shellcheck disable=SC2086 # lists of words
+	if ! line=$(bench/send-zc -m "$1" $args -d "$dp_secs" -w "$dp_warm" \
+		$pin_send 2>"$tmp/send.err"); then
+		note "$kind $2: send-zc -m $1 failed: $(tail -n 1 "$tmp/send.err")"
+		failed=1
+		return
+	fi
+	# Fields: 4 MB/s, 5 sender us/MB, 6 reader us/MB, 7 sender busy,
+	# 8 reader busy, 9 CPUs others took, 10 ms per file, 11 zc copied.
+	printf '%s %s %s %s %s %s %s %s %s %s %s\n' "$kind" "$2" "$1" \
+		"$(kv mbps "$line")" "$(kv snd_us_per_mb "$line")" \
+		"$(kv rcv_us_per_mb "$line")" "$(kv snd_cpu "$line")" \
+		"$(kv rcv_cpu "$line")" "$(kv others "$line")" \
+		"$(kv file_ms "$line")" "$(kv zc_copied "$line")" >>"$raw"
+	say "$kind $2 $1 run $3/$reps: $(kv mbps "$line") MB/s, $(kv snd_us_per_mb "$line") us sender CPU per MB"
+}
+
 # med KIND KEY IMPL FIELD: the median of FIELD over the runs, or "-".
 med()
 {
@@ -334,9 +433,12 @@ sum()
 		if (a == "-" || b == "-") print "-"; else print a + b }'
 }
 
-# target TEXT VALUE OP LIMIT: a table row, PASS or FAIL.
+# target TEXT VALUE OP LIMIT: a table row, PASS or FAIL (none while
+# skip_rows is 1: a section that BENCH_ONLY left out).
+skip_rows=0
 target()
 {
+	[ "$skip_rows" = 1 ] && return
 	verdict=$(awk -v v="$2" -v op="$3" -v l="$4" 'BEGIN {
 		if (v == "-") { print "n/a"; exit }
 		ok = op == ">=" ? v + 0 >= l + 0 : v + 0 <= l + 0
@@ -347,7 +449,18 @@ target()
 
 row()
 {
+	[ "$skip_rows" = 1 ] && return
 	printf '%s\n' "$*" >>"$rows"
+}
+
+# skip SECTION: rows and targets of SECTION go to the table if it ran.
+skip()
+{
+	if want "$1"; then
+		skip_rows=0
+	else
+		skip_rows=1
+	fi
 }
 
 date=$(date -u '+%Y-%m-%d %H:%M UTC')
@@ -360,6 +473,7 @@ say "run.sh: $mode run ($reps run(s) per figure) on $machine"
 # --- echo -----------------------------------------------------------------
 
 for cfg in 100x64B:100:64 1000x64B:1000:64 10x16KiB:10:16384; do
+	want echo || break
 	label=${cfg%%:*}
 	rest=${cfg#*:}
 	conns=${rest%%:*}
@@ -377,6 +491,7 @@ done
 # --- sleeps ----------------------------------------------------------------
 
 for n in $sleep_sizes; do
+	want sleep || break
 	r=1
 	while [ "$r" -le "$reps" ]; do
 		# shellcheck disable=SC2086 # a list of words
@@ -389,18 +504,51 @@ done
 
 # --- micro -----------------------------------------------------------------
 
-say "micro: $micro_reps repetitions each"
-# shellcheck disable=SC2086
-if $pin_server bench/micro -r "$micro_reps" -s "$micro_scale" \
-	>"$tmp/micro.out" 2>"$tmp/micro.err"; then
-	while read -r line; do
-		printf 'micro %s %s %s %s\n' "$(kv case "$line")" \
-			"$(kv corio_ns "$line")" "$(kv base "$line")" \
-			"$(kv base_ns "$line")" >>"$raw"
-	done <"$tmp/micro.out"
-else
-	note "micro failed: $(tail -n 1 "$tmp/micro.err")"
-	failed=1
+if want micro; then
+	say "micro: $micro_reps repetitions each"
+	# shellcheck disable=SC2086
+	if $pin_server bench/micro -r "$micro_reps" -s "$micro_scale" \
+		>"$tmp/micro.out" 2>"$tmp/micro.err"; then
+		while read -r line; do
+			printf 'micro %s %s %s %s\n' "$(kv case "$line")" \
+				"$(kv corio_ns "$line")" "$(kv base "$line")" \
+				"$(kv base_ns "$line")" >>"$raw"
+		done <"$tmp/micro.out"
+	else
+		note "micro failed: $(tail -n 1 "$tmp/micro.err")"
+		failed=1
+	fi
+fi
+
+# --- the io_uring data path (issue 14) -----------------------------------------
+
+if want datapath; then
+	for size in $idle_sizes; do
+		r=1
+		while [ "$r" -le "$idle_reps" ]; do
+			for impl in $(rotate $((r - 1)) corio corio-c); do
+				rss_run "$impl" "$size" "$r"
+			done
+			r=$((r + 1))
+		done
+	done
+	for size in 16384 262144; do
+		r=1
+		while [ "$r" -le "$reps" ]; do
+			for m in $(rotate $((r - 1)) send send_zc); do
+				send_run "$m" "$size" "$r"
+			done
+			r=$((r + 1))
+		done
+	done
+	r=1
+	while [ "$r" -le "$reps" ]; do
+		for m in $(rotate $((r - 1)) sendfile readsend); do
+			send_run "$m" "$file_mib" "$r"
+		done
+		r=$((r + 1))
+	done
+	rm -f "$tmp/sendfile.dat"
 fi
 
 # --- the table and bench/results.dat ------------------------------------------
@@ -411,7 +559,7 @@ late=$tmp/late.dat	# blocks that go last in results.dat
 	printf '# bench/results.dat: written by bench/run.sh (%s run, median of %s), %s\n' \
 		"$mode" "$reps" "$date"
 	printf '# %s\n' "$machine"
-	printf '# Blocks are separated by two blank lines (gnuplot: index 0 to 10);\n'
+	printf '# Blocks are separated by two blank lines (gnuplot: index 0 to 16);\n'
 	printf '# the first line of each names its columns; "-" is a missing value.\n'
 } >"$dat"
 : >"$late"
@@ -436,6 +584,10 @@ mib()
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 row "corio bench: $mode run, median of $reps run(s) per figure; $date;" \
 	"$machine; load average $load_start at the start, $load_end at the end"
+if [ "$sections" != 'echo sleep micro datapath kv' ]; then
+	row "sections: $sections (BENCH_ONLY)"
+fi
+skip echo
 row "echo: server on CPU 0, bench/echo-load on CPU 1, ${echo_secs} s per run" \
 	"after ${echo_warm} s of warm-up; cpu/rt = the server's utime+stime" \
 	"per round trip; busy = CPU time / wall time (1.00 = a saturated" \
@@ -448,16 +600,20 @@ row "echo: server on CPU 0, bench/echo-load on CPU 1, ${echo_secs} s per run" \
 echo_rows()
 {
 	block "$1" "echo $2 ($4)"
-	printf 'case corio uring epoll asyncio\n' >>"$1"
+	# New columns go last: plot.gp reads the first five.
+	printf 'case corio uring epoll asyncio corio-c mshot\n' >>"$1"
 	for label in 100x64B 1000x64B 10x16KiB; do
 		c=$(fmt "$(med echo "$label" corio "$3")" "$5")
+		o=$(fmt "$(med echo "$label" corio-c "$3")" "$5")
 		u=$(fmt "$(med echo "$label" uring "$3")" "$5")
+		m=$(fmt "$(med echo "$label" mshot "$3")" "$5")
 		e=$(fmt "$(med echo "$label" epoll "$3")" "$5")
 		a=$(fmt "$(med echo "$label" asyncio "$3")" "$5")
-		printf '%s %s %s %s %s\n' "$label" "$c" "$u" "$e" "$a" >>"$1"
-		cells="echo $label $2 ($4)|corio $c|uring $u|epoll $e|asyncio $a"
+		printf '%s %s %s %s %s %s %s\n' "$label" "$c" "$u" "$e" "$a" \
+			"$o" "$m" >>"$1"
+		cells="echo $label $2 ($4)|corio $c|corio-c $o|uring $u|mshot $m|epoll $e|asyncio $a"
 		if [ "${6:-1}" = 1 ]; then
-			cells="$cells|corio/uring $(ratio "$c" "$u")|corio/epoll $(ratio "$c" "$e")|corio/asyncio $(ratio "$c" "$a")"
+			cells="$cells|corio/mshot $(ratio "$c" "$m")|corio/corio-c $(ratio "$c" "$o")|corio/uring $(ratio "$c" "$u")|corio/epoll $(ratio "$c" "$e")|corio/asyncio $(ratio "$c" "$a")"
 		fi
 		printf '%s\n' "$cells" >>"$tmp/echo-$label"
 	done
@@ -472,10 +628,13 @@ echo_rows "$late" 'server busy' 9 'CPUs' '%.2f' 0
 echo_rows "$late" 'client busy' 10 'CPUs' '%.2f' 0
 echo_rows "$late" 'lost to other tenants' 11 'CPUs' '%.2f' 0
 nblock=5
-for label in 100x64B 1000x64B 10x16KiB; do
-	cat "$tmp/echo-$label" >>"$rows"
-done
+if [ "$skip_rows" = 0 ]; then
+	for label in 100x64B 1000x64B 10x16KiB; do
+		cat "$tmp/echo-$label" >>"$rows"
+	done
+fi
 
+skip sleep
 row "sleep: N tasks of 100-199 ms until all return, on CPU 0; floor = N" \
 	"fresh pages touched, $stack_stride B apart (bench/pagefault);" \
 	"wall = first spawn to last return; RSS = VmHWM"
@@ -515,6 +674,7 @@ block "$dat" 'sleeps, peak RSS (MiB)'
 printf 'case corio uring asyncio uring+floor\n' >>"$dat"
 cat "$tmp/rss.dat" >>"$dat"
 
+skip micro
 row "micro: ns per operation, median of $micro_reps repetitions, each case" \
 	"beside its baseline in one run of bench/micro, on CPU 0"
 block "$dat" 'micro, ns per operation'
@@ -529,8 +689,96 @@ for case in spawn_join yield sleep0 nop64 await64 nop1; do
 	row "micro $case (ns)|corio $c|${base:-baseline} $b|corio/base $(ratio "$c" "$b")"
 	eval "micro_c_$case=\$c micro_b_$case=\$b"
 done
+
+# dp_rows KIND KEY LABEL A B FIELD TEXT UNIT FORMAT [SCALE]: a table row of
+# the data path, A against B (FIELD times SCALE), with A/B unless the unit
+# is CPUs; a line for results.dat in $tmp/dp.dat.
+dp_rows()
+{
+	x=$(fmt "$(awk -v v="$(med "$1" "$2" "$4" "$6")" -v k="${10:-1}" \
+		'BEGIN { print v == "-" ? "-" : v * k }')" "$9")
+	y=$(fmt "$(awk -v v="$(med "$1" "$2" "$5" "$6")" -v k="${10:-1}" \
+		'BEGIN { print v == "-" ? "-" : v * k }')" "$9")
+	if [ "$8" = CPUs ]; then
+		row "$3 $7 ($8)|$4 $x|$5 $y"
+	else
+		row "$3 $7 ($8)|$4 $x|$5 $y|$4/$5 $(ratio "$x" "$y")"
+	fi
+	printf '%s %s %s\n' "$2" "$x" "$y" >>"$tmp/dp.dat"
+}
+
+# dp_block TITLE COLUMNS: moves $tmp/dp.dat into results.dat as a block.
+dp_block()
+{
+	block "$late" "$1"
+	printf 'case %s\n' "$2" >>"$late"
+	cat "$tmp/dp.dat" >>"$late"
+	: >"$tmp/dp.dat"
+}
+
+skip datapath
+row "datapath (issue 14): idle = examples/echo-server's VmRSS holding" \
+	"$idle_conns connections, each after one echo of 0 (none) or 16384 B," \
+	"opened by bench/idle-conns on CPU 1, $idle_reps run(s) per figure" \
+	"(corio: receivers on a buffer" \
+	"ring; corio-c: -c, corio_recv into a 16 KiB stack buffer);" \
+	"send = SIZE-byte messages over loopback TCP by corio_send or" \
+	"corio_send_zc, the sender a corio task on CPU 0, the reader a thread" \
+	"on CPU 1 draining with recv, for $dp_secs s after $dp_warm s; file =" \
+	"a $file_mib MiB file (page cache warm) by corio_sendfile or by" \
+	"corio_read + corio_send through 64 KiB, time until the reader has" \
+	"all of it; CPU per MB (10^6 B): the sender's (the process but the" \
+	"reader thread: io-wq workers and the loopback's softirq work" \
+	"included) and the reader's; lost = CPU other processes used on" \
+	"CPUs 0 and 1 (bench/send-zc)"
+: >"$tmp/dp.dat"
+nblock=11
+for size in $idle_sizes; do
+	dp_rows idle "$size" "idle $idle_conns conns, $(idle_label "$size"):" \
+		corio corio-c 4 'server RSS' MiB '%.1f' 0.0009765625
+done
+dp_block 'idle connections, server RSS (MiB)' 'corio corio-c'
+for size in $idle_sizes; do
+	dp_rows idle "$size" "idle $idle_conns conns, $(idle_label "$size"):" \
+		corio corio-c 5 'RSS per connection' B '%.0f'
+done
+dp_block 'idle connections, server RSS per connection (B)' 'corio corio-c'
+for f in 4:'throughput, MB/s':'%.0f' 5:'sender CPU per MB, us':'%.1f' \
+	6:'reader CPU per MB, us':'%.1f' 9:'lost to other tenants, CPUs':'%.2f'; do
+	field=${f%%:*}
+	rest=${f#*:}
+	what=${rest%%:*}
+	form=${rest#*:}
+	for size in 16384 262144; do
+		dp_rows send "$size" "send $((size / 1024))KiB" send_zc send \
+			"$field" "${what%%,*}" "${what#*, }" "$form"
+	done
+	[ "$field" = 9 ] || dp_block "sends, $what" 'send_zc send'
+done
+: >"$tmp/dp.dat"
+copied=$(awk '$1 == "send" && $3 == "send_zc" && $11 != "-" { print $11 }' \
+	"$raw" | sort -u | tr '\n' ' ')
+row "send_zc: the kernel reported IORING_NOTIF_USAGE_ZC_COPIED (it copied" \
+	"after all) in: ${copied:-no run}(1 = copied, 0 = not; one probe per run)"
+mb_file=$(awk -v m="$file_mib" 'BEGIN { print m * 1048576 / 1e6 }')
+for f in 10:'time per file, ms':'%.2f':1 4:'throughput, MB/s':'%.0f':1 \
+	5:'sender CPU per file, ms':'%.2f':"$mb_file/1000" \
+	6:'reader CPU per file, ms':'%.2f':"$mb_file/1000" \
+	9:'lost to other tenants, CPUs':'%.2f':1; do
+	field=${f%%:*}
+	rest=${f#*:}
+	what=${rest%%:*}
+	rest=${rest#*:}
+	form=${rest%%:*}
+	k=$(awk "BEGIN { print ${rest#*:} }")
+	dp_rows file "$file_mib" "file ${file_mib}MiB" sendfile readsend \
+		"$field" "${what%%,*}" "${what#*, }" "$form" "$k"
+	[ "$field" = 9 ] || dp_block "sendfile, $what" 'sendfile readsend'
+done
+: >"$tmp/dp.dat"
 cat "$late" >>"$dat"	# starts with its blank lines
 
+skip echo
 c=$(med echo 100x64B corio 4)
 target "echo 100x64B rt/s >= 0.95x uring (corio/uring)" \
 	"$(ratio "$c" "$(med echo 100x64B uring 4)")" '>=' 0.95
@@ -543,6 +791,12 @@ target "echo 100x64B rt/s >= 4x asyncio (corio/asyncio)" \
 # The same target as efficiency, which the client's core does not cap.
 target "echo 100x64B cpu/rt >= 4x better than asyncio (asyncio/corio)" \
 	"$(ratio "$(med echo 100x64B asyncio 5)" "$(med echo 100x64B corio 5)")" '>=' 4
+# Issue 14: corio is examples/echo-server's default, the buffer ring path.
+target "echo 1000x64B cpu/rt <= 1.05x multishot liburing (corio/mshot)" \
+	"$(ratio "$(med echo 1000x64B corio 5)" "$(med echo 1000x64B mshot 5)")" '<=' 1.05
+target "echo 1000x64B cpu/rt <= 0.95x corio's classic path (corio/corio-c)" \
+	"$(ratio "$(med echo 1000x64B corio 5)" "$(med echo 1000x64B corio-c 5)")" '<=' 0.95
+skip sleep
 for n in $sleep_sizes; do
 	case $n in
 	100000) label=100k ;;
@@ -555,6 +809,7 @@ for n in $sleep_sizes; do
 	target "sleep $label wall >= 5x faster than asyncio (asyncio/corio)" \
 		"$(ratio "$a" "$c")" '>=' 5
 done
+skip micro
 # shellcheck disable=SC2154 # set by eval above
 target "NOP await via corio_nop <= 1.3x raw NOP at batch 64" \
 	"$(ratio "$micro_c_nop64" "$micro_b_nop64")" '<=' 1.3
@@ -563,6 +818,12 @@ target "NOP await via corio_sqe/corio_await <= 1.3x raw NOP at batch 64" \
 	"$(ratio "$micro_c_await64" "$micro_b_await64")" '<=' 1.3
 # shellcheck disable=SC2154
 target "spawn+join < 200 ns (ns)" "$micro_c_spawn_join" '<=' 199.999
+skip datapath
+for size in $idle_sizes; do
+	target "idle $idle_conns conns, $(idle_label "$size"): RSS <= 0.5x classic path (corio/corio-c)" \
+		"$(ratio "$(med idle "$size" corio 4)" "$(med idle "$size" corio-c 4)")" '<=' 0.5
+done
+skip_rows=0
 
 while read -r line; do
 	row "note: $line"
@@ -588,27 +849,30 @@ awk -F'|' '
 
 # --- the plot ----------------------------------------------------------------
 
-if ! command -v gnuplot >/dev/null 2>&1; then
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+if ! want echo || ! want sleep || ! want micro; then
+	say "plot: BENCH_ONLY left out what it draws: skipping bench/results.svg"
+else
+	if ! command -v gnuplot >/dev/null 2>&1 && [ "$(id -u)" = 0 ] &&
+	   command -v apt-get >/dev/null 2>&1; then
 		say "plot: installing gnuplot-nox"
 		apt-get install -y gnuplot-nox >/dev/null 2>&1 ||
 			{ apt-get update >/dev/null 2>&1 &&
 			  apt-get install -y gnuplot-nox >/dev/null 2>&1; }
 	fi
-fi
-if command -v gnuplot >/dev/null 2>&1; then
-	if gnuplot -e "datafile='$dat'; outfile='bench/results.svg'" \
+	if ! command -v gnuplot >/dev/null 2>&1; then
+		say "plot: gnuplot is not installed (and could not be: not root, or no apt-get): skipping bench/results.svg"
+	elif gnuplot -e "datafile='$dat'; outfile='bench/results.svg'" \
 		bench/plot.gp 2>"$tmp/plot.err"; then
 		say "plot: wrote bench/results.svg"
 	else
 		say "plot: gnuplot failed: $(tail -n 3 "$tmp/plot.err")"
 	fi
-else
-	say "plot: gnuplot is not installed (and could not be: not root, or no apt-get): skipping bench/results.svg"
 fi
 
 # --- kv-server against redis-server ------------------------------------------
 
-sh bench/kv.sh || failed=1
+if want kv; then
+	sh bench/kv.sh || failed=1
+fi
 
 exit "$failed"
