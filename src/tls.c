@@ -52,6 +52,7 @@ struct corio_tls {
 	char in[NET_CHUNK];	/* ciphertext received, on its way to rbio */
 	char out[NET_CHUNK];	/* taken from wbio: out[opos, olen) unsent */
 	int opos, olen;
+	int failed;		/* a read's error kept for the next read */
 	char err[256];
 };
 
@@ -194,6 +195,8 @@ ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
 
 	if (len > INT32_MAX)
 		len = INT32_MAX;
+	if (t->failed)
+		return t->failed;
 	for (;;) {
 		ERR_clear_error();
 		ret = SSL_read(t->ssl, buf, (int)len);
@@ -210,7 +213,16 @@ ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
 				    (int)(len - (size_t)ret));
 
 		if (more <= 0) {
-			ERR_clear_error();	/* the next call sees it again */
+			int e = SSL_get_error(t->ssl, more);
+
+			/* A fatal error behind good records: the bytes now,
+			 * the error (and the alert for the peer) next time. */
+			if (e == SSL_ERROR_SSL) {
+				err_keep(t, "read");
+				flush_out(t);
+				t->failed = -EPROTO;
+			}
+			ERR_clear_error();
 			break;
 		}
 		ret += more;
