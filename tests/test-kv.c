@@ -1,7 +1,11 @@
 /*
  * test-kv.c - examples/kv-server end to end: redis-cli against it, the
  * RESP2 protocol byte for byte over plain sockets, malformed input, many
- * connections, clients that vanish mid-request, and SIGTERM.
+ * connections, clients that vanish mid-request, and SIGTERM; then with
+ * -t 2 and -t 3 (several loops, the keys sharded over them): keys seen
+ * across connections, multi-key commands over every shard, INCR and SET
+ * NX raced from 8 connections (pthreads) at once, expiry, SIGTERM under
+ * load, and a selection of the one-loop tests again (named test/tN).
  *
  * Each test forks and execs its own examples/kv-server on a free port
  * (bound to 0, closed, reused; another port on EADDRINUSE), waits for its
@@ -18,6 +22,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <sys/ioctl.h>
@@ -38,6 +43,7 @@ static struct {
 	int port;
 	int err_fd;	/* the server's stderr */
 	int base_fds;	/* its fds with no client connected */
+	int loops;	/* -t: 0 runs it without (one loop) */
 } srv = { .pid = -1, .err_fd = -1 };
 
 /* ---- growing byte buffers ------------------------------------------------ */
@@ -133,8 +139,8 @@ static void sb_free(struct sbuf *b)
  * What a test allocates or opens is also released by its teardown: a
  * failed test leaves by a longjmp, and must not leak under valgrind.
  */
-static void *owned[8];
-static struct sbuf *owned_sb[8];
+static void *owned[16];
+static struct sbuf *owned_sb[16];
 static bool client_fd[4096];
 
 /* malloc, freed by the teardown (not by the test). */
@@ -324,7 +330,16 @@ static int spawn_server(const char *path, int port)
 		dup2(null, 0);
 		dup2(null, 1);
 		dup2(p[1], 2);
-		execl(path, path, "-h", "127.0.0.1", "-p", arg, (char *)NULL);
+		if (srv.loops) {
+			char t[16];
+
+			snprintf(t, sizeof(t), "%d", srv.loops);
+			execl(path, path, "-h", "127.0.0.1", "-p", arg, "-t", t,
+			      (char *)NULL);
+		} else {
+			execl(path, path, "-h", "127.0.0.1", "-p", arg,
+			      (char *)NULL);
+		}
 		_exit(127);
 	}
 	close(p[1]);
@@ -360,6 +375,35 @@ static int spawn_server(const char *path, int port)
 	return -EIO;
 }
 
+/*
+ * Whether the server holds its signalfd yet: its main task makes it just
+ * after the listening line, and with -t N another loop may serve the
+ * first client before that.
+ */
+static bool server_has_signalfd(void)
+{
+	char dir[64], link[64];
+	struct dirent *de;
+	bool found = false;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)srv.pid);
+	d = opendir(dir);
+	if (!d)
+		return false;
+	while (!found && (de = readdir(d))) {
+		ssize_t n = readlinkat(dirfd(d), de->d_name, link,
+				       sizeof(link) - 1);
+
+		if (n > 0) {
+			link[n] = '\0';
+			found = strstr(link, "signalfd") != NULL;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
 static int kv_connect(void);
 static void expect_(int fd, const void *want, size_t n, int line);
 #define EXPECT(fd, lit)	expect_((fd), (lit), sizeof(lit) - 1, __LINE__)
@@ -369,6 +413,7 @@ static void server_start(void)
 {
 	char path[PATH_MAX];
 	int i, ret = -EADDRINUSE, probe;
+	uint64_t end;
 
 	if (!find_server(path, sizeof(path))) {
 		print_message("no examples/kv-server (run make): skipped\n");
@@ -382,7 +427,12 @@ static void server_start(void)
 	}
 	assert_int_equal(ret, 0);
 
-	/* The baseline: the fds with one served client, less that one. */
+	/* The baseline: the fds with one served client, less that one,
+	 * once the server is all up. */
+	end = mono_ns() + test_slack_ns(CORIO_SEC(5));
+	while (!server_has_signalfd() && mono_ns() < end)
+		usleep(1000);
+	assert_true(server_has_signalfd());
 	probe = kv_connect();
 	assert_int_equal(send(probe, "PING\r\n", 6, MSG_NOSIGNAL), 6);
 	EXPECT(probe, "+PONG\r\n");
@@ -442,6 +492,14 @@ static int teardown_server(void **state)
 	expect_ctx = NULL;
 	release_all();
 	reap_server();
+	srv.loops = 0;
+	return 0;
+}
+
+/* A test of the server with -t N, N the test's initial state. */
+static int setup_loops(void **state)
+{
+	srv.loops = (int)(intptr_t)*state;
 	return 0;
 }
 
@@ -1537,6 +1595,524 @@ static void test_sigterm_with_idle_connections(void **state)
 	}
 }
 
+/* ---- several loops: kv-server -t N --------------------------------------- */
+
+/*
+ * With -t N the server has N loops, each accepting on the port
+ * (SO_REUSEPORT: the kernel hashes each connection to one of them) and
+ * each owning a shard of the keys.  Each test opens several connections
+ * so that they land on several loops (all of 16 on one loop is a 1 in
+ * N^15 chance), and uses keys of every shard (checked once by hand for
+ * each key family below, N = 2 and 3): a connection's command then runs
+ * on its own loop for some keys and through a call to another for the
+ * rest, and every answer must be the single server's.
+ */
+#define NR_SPREAD	16	/* connections */
+#define NR_SPREAD_KEYS	8	/* keys set through each */
+#define NR_MK		64	/* keys of one MSET */
+#define NR_RACERS	8	/* connections racing on the same keys */
+#define NR_INCRS	1000	/* INCRs per racer */
+#define NR_COUNTERS	8	/* the keys they INCR */
+#define NR_NX		100	/* the keys they SET NX */
+
+/* "$len\r\n<s>\r\n" for a printf-made s. */
+static void sb_bulkf(struct sbuf *b, const char *fmt, ...)
+{
+	char tmp[256];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	assert_true(n >= 0 && (size_t)n < sizeof(tmp));
+	sb_bulk(b, tmp, (size_t)n);
+}
+
+static void test_loops_keys_across_connections(void **state)
+{
+	static struct sbuf req, reply;
+	int fds[NR_SPREAD], i, j, k;
+
+	(void)state;
+	sb_own(&req);
+	sb_own(&reply);
+	server_start();
+	for (i = 0; i < NR_SPREAD; i++)
+		fds[i] = kv_connect();
+	/* Every connection sets its keys, all of them at once. */
+	for (i = 0; i < NR_SPREAD; i++) {
+		req.len = 0;
+		for (j = 0; j < NR_SPREAD_KEYS; j++)
+			sb_printf(&req, "SET spread:%d:%d v%d.%d\r\n", i, j, i,
+				  j);
+		send_buf(fds[i], req.p, req.len);
+	}
+	for (i = 0; i < NR_SPREAD; i++)
+		for (j = 0; j < NR_SPREAD_KEYS; j++)
+			EXPECT(fds[i], "+OK\r\n");
+	/* Each reads everyone's keys: GET, EXISTS, then one MGET. */
+	for (i = 0; i < NR_SPREAD; i++) {
+		req.len = reply.len = 0;
+		for (k = 0; k < NR_SPREAD; k++) {
+			for (j = 0; j < NR_SPREAD_KEYS; j++) {
+				sb_printf(&req, "GET spread:%d:%d\r\n", k, j);
+				sb_bulkf(&reply, "v%d.%d", k, j);
+			}
+			sb_printf(&req, "EXISTS spread:%d:0 spread:%d:%d "
+				  "nokey:%d\r\n", k, k, NR_SPREAD_KEYS - 1, k);
+			sb_str(&reply, ":2\r\n");
+		}
+		sb_printf(&req, "*%d\r\n$4\r\nMGET\r\n",
+			  NR_SPREAD * NR_SPREAD_KEYS + 2);
+		sb_printf(&reply, "*%d\r\n", NR_SPREAD * NR_SPREAD_KEYS + 1);
+		for (k = 0; k < NR_SPREAD; k++) {
+			for (j = 0; j < NR_SPREAD_KEYS; j++) {
+				sb_bulkf(&req, "spread:%d:%d", k, j);
+				sb_bulkf(&reply, "v%d.%d", k, j);
+			}
+		}
+		sb_bulkf(&req, "nokey:%d", i);
+		sb_str(&reply, "$-1\r\n");
+		EXCHANGE(fds[i], &req, &reply);
+	}
+	/* A change through one is seen through all the others. */
+	send_str(fds[3], "SET spread:0:0 changed\r\n");
+	EXPECT(fds[3], "+OK\r\n");
+	for (i = 0; i < NR_SPREAD; i++) {
+		send_str(fds[i], "GET spread:0:0\r\n");
+		EXPECT(fds[i], "$7\r\nchanged\r\n");
+	}
+	for (i = 0; i < NR_SPREAD; i++)
+		kv_close(fds[i]);
+	sb_free(&req);
+	sb_free(&reply);
+	assert_int_equal(wait_server_fds(srv.base_fds), srv.base_fds);
+	server_stop();
+}
+
+/* MGET, MSET, DEL and EXISTS over keys of every shard, through 8
+ * connections: the single server's answers, key for key. */
+static void test_loops_multi_key(void **state)
+{
+	static struct sbuf req, reply;
+	int fds[8], a, b, c, i;
+
+	(void)state;
+	sb_own(&req);
+	sb_own(&reply);
+	server_start();
+	for (i = 0; i < 8; i++)
+		fds[i] = kv_connect();
+	a = fds[0];
+	b = fds[1];
+	c = fds[2];
+
+	/* MSET of 64 keys, the first one twice: the last value wins. */
+	sb_printf(&req, "*%d\r\n$4\r\nMSET\r\n", 2 * NR_MK + 3);
+	for (i = 0; i < NR_MK; i++) {
+		sb_bulkf(&req, "mk:%d", i);
+		sb_bulkf(&req, "a%d", i);
+	}
+	sb_bulkf(&req, "mk:0");
+	sb_bulkf(&req, "last");
+	sb_str(&reply, "+OK\r\n");
+	EXCHANGE(a, &req, &reply);
+
+	/* MGET through another, a missing key after each. */
+	req.len = reply.len = 0;
+	sb_printf(&req, "*%d\r\n$4\r\nMGET\r\n", 2 * NR_MK + 1);
+	sb_printf(&reply, "*%d\r\n", 2 * NR_MK);
+	for (i = 0; i < NR_MK; i++) {
+		sb_bulkf(&req, "mk:%d", i);
+		sb_bulkf(&req, "nokey:%d", i);
+		if (i == 0)
+			sb_bulkf(&reply, "last");
+		else
+			sb_bulkf(&reply, "a%d", i);
+		sb_str(&reply, "$-1\r\n");
+	}
+	for (i = 1; i < 8; i++)
+		EXCHANGE(fds[i], &req, &reply);
+
+	/* EXISTS counts every argument, repeats too: 64 + 2. */
+	req.len = reply.len = 0;
+	sb_printf(&req, "*%d\r\n$6\r\nEXISTS\r\n", NR_MK + 10 + 2 + 1);
+	for (i = 0; i < NR_MK; i++)
+		sb_bulkf(&req, "mk:%d", i);
+	for (i = 0; i < 10; i++)
+		sb_bulkf(&req, "nokey:%d", i);
+	sb_bulkf(&req, "mk:0");
+	sb_bulkf(&req, "mk:5");
+	sb_printf(&reply, ":%d\r\n", NR_MK + 2);
+	EXCHANGE(c, &req, &reply);
+
+	/* DEL of the even keys, one of them twice: it counts once. */
+	req.len = reply.len = 0;
+	sb_printf(&req, "*%d\r\n$3\r\nDEL\r\n", NR_MK / 2 + 2 + 1);
+	for (i = 0; i < NR_MK; i += 2)
+		sb_bulkf(&req, "mk:%d", i);
+	sb_bulkf(&req, "nokey:0");
+	sb_bulkf(&req, "mk:0");
+	sb_printf(&reply, ":%d\r\n", NR_MK / 2);
+	EXCHANGE(b, &req, &reply);
+
+	/* What is left, seen through each connection. */
+	req.len = reply.len = 0;
+	sb_printf(&req, "*%d\r\n$6\r\nEXISTS\r\n", NR_MK + 1);
+	for (i = 0; i < NR_MK; i++)
+		sb_bulkf(&req, "mk:%d", i);
+	sb_printf(&reply, ":%d\r\n", NR_MK / 2);
+	sb_printf(&req, "*%d\r\n$4\r\nMGET\r\n", NR_MK + 1);
+	sb_printf(&reply, "*%d\r\n", NR_MK);
+	for (i = 0; i < NR_MK; i++) {
+		sb_bulkf(&req, "mk:%d", i);
+		if (i % 2)
+			sb_bulkf(&reply, "a%d", i);
+		else
+			sb_str(&reply, "$-1\r\n");
+	}
+	for (i = 0; i < 8; i++)
+		EXCHANGE(fds[i], &req, &reply);
+
+	/* One key at a time, and MSET's order within a command. */
+	send_str(c, "DEL mk:1\r\nEXISTS mk:1\r\nDEL mk:1\r\n"
+		    "MSET mk:1 x mk:2 y mk:1 z\r\nMGET mk:1 mk:2 mk:3\r\n");
+	EXPECT(c, ":1\r\n:0\r\n:0\r\n+OK\r\n"
+		  "*3\r\n$1\r\nz\r\n$1\r\ny\r\n$2\r\na3\r\n");
+	for (i = 0; i < 8; i++) {
+		send_str(fds[i], "MGET mk:1 mk:2\r\n");
+		EXPECT(fds[i], "*2\r\n$1\r\nz\r\n$1\r\ny\r\n");
+		kv_close(fds[i]);
+	}
+	sb_free(&req);
+	sb_free(&reply);
+	server_stop();
+}
+
+/* A racer: sends its whole pipeline, then reads nr_lines reply lines. */
+struct racer {
+	int fd;
+	struct sbuf req;
+	char *in;
+	size_t cap, got;
+	int nr_lines, lines;
+	int err;	/* errno of a failed send or recv, 0 */
+};
+
+static void *racer_run(void *arg)
+{
+	struct racer *r = arg;
+	size_t sent = 0;
+
+	while (sent < r->req.len) {
+		ssize_t n = send(r->fd, r->req.p + sent, r->req.len - sent,
+				 MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r->err = n < 0 ? errno : EPIPE;
+			return NULL;
+		}
+		sent += (size_t)n;
+	}
+	while (r->lines < r->nr_lines && r->got < r->cap) {
+		ssize_t n = recv(r->fd, r->in + r->got, r->cap - r->got, 0);
+		ssize_t i;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r->err = n < 0 ? errno : ECONNRESET;
+			return NULL;
+		}
+		for (i = 0; i < n; i++)
+			r->lines += r->in[r->got + i] == '\n';
+		r->got += (size_t)n;
+	}
+	return NULL;
+}
+
+/* Runs the racers' pipelines at once, one thread each, and checks that
+ * each got its lines. */
+static void race(struct racer *rs, int nr)
+{
+	pthread_t th[NR_RACERS];
+	int i;
+
+	assert_true(nr <= NR_RACERS);
+	for (i = 0; i < nr; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, racer_run,
+						&rs[i]), 0);
+	for (i = 0; i < nr; i++)
+		pthread_join(th[i], NULL);
+	for (i = 0; i < nr; i++) {
+		if (rs[i].err || rs[i].lines != rs[i].nr_lines)
+			fprintf(stderr, "racer %d: %d of %d replies (%s)\n", i,
+				rs[i].lines, rs[i].nr_lines,
+				rs[i].err ? strerror(rs[i].err) : "no error");
+		assert_int_equal(rs[i].err, 0);
+		assert_int_equal(rs[i].lines, rs[i].nr_lines);
+	}
+}
+
+static struct racer racers[NR_RACERS];
+
+static void racers_free(void)
+{
+	int i;
+
+	for (i = 0; i < NR_RACERS; i++) {
+		sb_free(&racers[i].req);
+		racers[i].in = NULL;	/* own()ed */
+	}
+}
+
+/* The next "\r\n"-ended line of a racer's replies, NUL-terminated. */
+static char *racer_line(struct racer *r, size_t *pos)
+{
+	char *line = r->in + *pos, *nl = memchr(line, '\n', r->got - *pos);
+
+	assert_non_null(nl);
+	assert_true(nl > line && nl[-1] == '\r');
+	nl[-1] = '\0';
+	*pos = (size_t)(nl + 1 - r->in);
+	return line;
+}
+
+/*
+ * INCR of the same keys from 8 connections at once, 1000 each: every
+ * increment counts, each connection sees its own values of a key rise,
+ * and all of them together saw each value of each key exactly once.
+ */
+static void test_loops_incr_contended(void **state)
+{
+	static bool seen[NR_COUNTERS][NR_RACERS * NR_INCRS / NR_COUNTERS + 1];
+	const int per_counter = NR_RACERS * NR_INCRS / NR_COUNTERS;
+	char want[64];
+	int i, n, k, fd;
+
+	(void)state;
+	memset(seen, 0, sizeof(seen));
+	server_start();
+	for (i = 0; i < NR_RACERS; i++) {
+		struct racer *r = &racers[i];
+
+		memset(r, 0, sizeof(*r));
+		sb_own(&r->req);
+		r->fd = kv_connect();
+		for (n = 0; n < NR_INCRS; n++)
+			sb_printf(&r->req, "INCR ctr:%d\r\n", n % NR_COUNTERS);
+		r->nr_lines = NR_INCRS;
+		r->cap = (size_t)NR_INCRS * 16;
+		r->in = own(r->cap);
+	}
+	race(racers, NR_RACERS);
+	for (i = 0; i < NR_RACERS; i++) {
+		long long last[NR_COUNTERS] = { 0 };
+		size_t pos = 0;
+
+		for (n = 0; n < NR_INCRS; n++) {
+			char *line = racer_line(&racers[i], &pos), *end;
+			long long v;
+
+			k = n % NR_COUNTERS;
+			assert_true(line[0] == ':');
+			v = strtoll(line + 1, &end, 10);
+			assert_true(*end == '\0');
+			if (v <= last[k] || v > per_counter || seen[k][v]) {
+				fprintf(stderr, "connection %d: INCR ctr:%d "
+					"number %d gave %lld (its last: %lld; "
+					"%s)\n", i, k, n, v, last[k],
+					v > per_counter ? "too big" :
+					seen[k][v] ? "seen before" :
+					"not rising");
+				fail();
+			}
+			seen[k][v] = true;
+			last[k] = v;
+		}
+	}
+	/* 8 x 125 on each key, every value once: so 1 to 1000 each. */
+	fd = kv_connect();
+	for (k = 0; k < NR_COUNTERS; k++) {
+		char cmd[32];
+
+		snprintf(cmd, sizeof(cmd), "GET ctr:%d\r\n", k);
+		send_str(fd, cmd);
+		n = snprintf(want, sizeof(want), "$%d\r\n%d\r\n",
+			     snprintf(NULL, 0, "%d", per_counter), per_counter);
+		expect_(fd, want, (size_t)n, __LINE__);
+	}
+	kv_close(fd);
+	for (i = 0; i < NR_RACERS; i++)
+		kv_close(racers[i].fd);
+	racers_free();
+	server_stop();
+}
+
+/*
+ * SET NX of the same 100 keys from 8 connections at once: each key is
+ * won by exactly one of them, and holds the winner's value.
+ */
+static void test_loops_set_nx_race(void **state)
+{
+	int winner[NR_NX], i, n, fd;
+	char cmd[64], want[64];
+
+	(void)state;
+	server_start();
+	for (i = 0; i < NR_RACERS; i++) {
+		struct racer *r = &racers[i];
+
+		memset(r, 0, sizeof(*r));
+		sb_own(&r->req);
+		r->fd = kv_connect();
+		for (n = 0; n < NR_NX; n++)
+			sb_printf(&r->req, "SET nx:%d c%d NX\r\n", n, i);
+		r->nr_lines = NR_NX;
+		r->cap = (size_t)NR_NX * 8;
+		r->in = own(r->cap);
+	}
+	race(racers, NR_RACERS);
+	for (n = 0; n < NR_NX; n++)
+		winner[n] = -1;
+	for (i = 0; i < NR_RACERS; i++) {
+		size_t pos = 0;
+
+		for (n = 0; n < NR_NX; n++) {
+			char *line = racer_line(&racers[i], &pos);
+
+			if (!strcmp(line, "$-1"))
+				continue;
+			assert_string_equal(line, "+OK");
+			if (winner[n] >= 0) {
+				fprintf(stderr, "SET nx:%d NX: won by "
+					"connections %d and %d\n", n,
+					winner[n], i);
+				fail();
+			}
+			winner[n] = i;
+		}
+	}
+	fd = kv_connect();
+	for (n = 0; n < NR_NX; n++) {
+		assert_true(winner[n] >= 0);
+		snprintf(cmd, sizeof(cmd), "GET nx:%d\r\n", n);
+		send_str(fd, cmd);
+		snprintf(want, sizeof(want), "$2\r\nc%d\r\n", winner[n]);
+		expect_(fd, want, strlen(want), __LINE__);
+	}
+	kv_close(fd);
+	for (i = 0; i < NR_RACERS; i++)
+		kv_close(racers[i].fd);
+	racers_free();
+	server_stop();
+}
+
+/* Keys with a time to live on every shard: seen by every connection
+ * until they expire, by none after. */
+static void test_loops_expire(void **state)
+{
+	static struct sbuf req, reply;
+	int px_ms = scaled_ms(300), fds[4], i, k;
+
+	(void)state;
+	sb_own(&req);
+	sb_own(&reply);
+	server_start();
+	for (i = 0; i < 4; i++)
+		fds[i] = kv_connect();
+	for (k = 0; k < 8; k++) {
+		sb_printf(&req, "SET ttl:%d v%d PX %d\r\n", k, k, px_ms);
+		sb_printf(&req, "SET keep:%d v%d\r\n", k, k);
+		sb_str(&reply, "+OK\r\n+OK\r\n");
+	}
+	EXCHANGE(fds[0], &req, &reply);
+	req.len = reply.len = 0;
+	for (k = 0; k < 8; k++) {
+		sb_printf(&req, "GET ttl:%d\r\n", k);
+		sb_bulkf(&reply, "v%d", k);
+	}
+	sb_str(&req, "EXISTS ttl:0 ttl:1 ttl:2 ttl:3 ttl:4 ttl:5 ttl:6 "
+		     "ttl:7\r\n");
+	sb_str(&reply, ":8\r\n");
+	for (i = 0; i < 4; i++)
+		EXCHANGE(fds[i], &req, &reply);
+
+	/* Gone 300 ms (scaled) and a margin later, for everyone. */
+	usleep((useconds_t)(px_ms + scaled_ms(200)) * 1000);
+	req.len = reply.len = 0;
+	for (k = 0; k < 8; k++) {
+		sb_printf(&req, "GET ttl:%d\r\n", k);
+		sb_str(&reply, "$-1\r\n");
+	}
+	sb_str(&req, "EXISTS ttl:0 ttl:1 ttl:2 ttl:3 ttl:4 ttl:5 ttl:6 "
+		     "ttl:7 keep:0 keep:7\r\n");
+	sb_str(&reply, ":2\r\n");
+	sb_str(&req, "MGET ttl:0 keep:0 ttl:7 keep:7\r\n");
+	sb_str(&reply, "*4\r\n$-1\r\n$2\r\nv0\r\n$-1\r\n$2\r\nv7\r\n");
+	for (i = 0; i < 4; i++)
+		EXCHANGE(fds[i], &req, &reply);
+	/* An expired key is no key: DEL finds none, INCR starts at 1. */
+	send_str(fds[1], "DEL ttl:0 ttl:1 ttl:2 ttl:3 ttl:4 ttl:5 ttl:6 "
+			 "ttl:7\r\nINCR ttl:3\r\n");
+	EXPECT(fds[1], ":0\r\n:1\r\n");
+	for (i = 0; i < 4; i++)
+		kv_close(fds[i]);
+	sb_free(&req);
+	sb_free(&reply);
+	server_stop();
+}
+
+/* Reads until the peer closes; false if it stays open (the timeout). */
+static bool drained_to_close(int fd)
+{
+	char buf[4096];
+	ssize_t r;
+
+	for (;;) {
+		r = recv(fd, buf, sizeof(buf), 0);
+		if (r > 0 || (r < 0 && errno == EINTR))
+			continue;
+		return r == 0 || errno == ECONNRESET;
+	}
+}
+
+/*
+ * SIGTERM while every connection has a pipeline of commands on all
+ * shards in the works (calls between the loops in flight): the server
+ * still exits 0 within a second (scaled), and closes every connection.
+ */
+static void test_loops_sigterm_under_load(void **state)
+{
+	static struct sbuf req;
+	int fds[NR_RACERS], i, n;
+	unsigned int ms;
+
+	(void)state;
+	sb_own(&req);
+	for (n = 0; n < 1000; n++)
+		sb_printf(&req, "INCR load:%d\r\nMGET load:0 load:1 load:2 "
+			  "load:3 load:4 load:5 load:6 load:7\r\n", n % 8);
+	server_start();
+	for (i = 0; i < NR_RACERS; i++)
+		fds[i] = kv_connect();
+	/* As much of it as each socket takes without waiting. */
+	for (i = 0; i < NR_RACERS; i++)
+		assert_true(send(fds[i], req.p, req.len,
+				 MSG_NOSIGNAL | MSG_DONTWAIT) > 0);
+	ms = server_stop();
+	print_message("kv-server -t %d exited %u ms after SIGTERM with %d "
+		      "busy connections\n", srv.loops, ms, NR_RACERS);
+	for (i = 0; i < NR_RACERS; i++) {
+		assert_true(drained_to_close(fds[i]));
+		kv_close(fds[i]);
+	}
+	sb_free(&req);
+}
+
 /* ---- bugs found while writing these tests --------------------------------- */
 
 /*
@@ -1734,6 +2310,9 @@ static int noop_main(void *arg)
 }
 
 #define KV_TEST(f)	cmocka_unit_test_teardown(f, teardown_server)
+/* The test against kv-server -t n, named f/tn. */
+#define KV_TEST_T(f, n)							\
+	{ #f "/t" #n, f, setup_loops, teardown_server, (void *)(intptr_t)(n) }
 
 int main(int argc, char **argv)
 {
@@ -1757,6 +2336,38 @@ int main(int argc, char **argv)
 		KV_TEST(test_unknown_command_with_crlf),
 		KV_TEST(test_incr_reads_only_the_value),
 		KV_TEST(test_slow_reader_reply_survives_del),
+		/* Several loops, sharded keys: the single server's answers. */
+		KV_TEST_T(test_loops_keys_across_connections, 2),
+		KV_TEST_T(test_loops_multi_key, 2),
+		KV_TEST_T(test_loops_incr_contended, 2),
+		KV_TEST_T(test_loops_set_nx_race, 2),
+		KV_TEST_T(test_loops_expire, 2),
+		KV_TEST_T(test_loops_sigterm_under_load, 2),
+		KV_TEST_T(test_loops_keys_across_connections, 3),
+		KV_TEST_T(test_loops_multi_key, 3),
+		KV_TEST_T(test_loops_incr_contended, 3),
+		KV_TEST_T(test_loops_set_nx_race, 3),
+		KV_TEST_T(test_loops_expire, 3),
+		KV_TEST_T(test_loops_sigterm_under_load, 3),
+		/* And the one-loop tests again, with two loops or three. */
+		KV_TEST_T(test_cli_set_get, 2),
+		KV_TEST_T(test_cli_expire, 2),
+		KV_TEST_T(test_cli_incr, 2),
+		KV_TEST_T(test_cli_mset_mget_del_exists, 2),
+		KV_TEST_T(test_resp_replies, 2),
+		KV_TEST_T(test_inline_commands, 2),
+		KV_TEST_T(test_pipelining, 2),
+		KV_TEST_T(test_binary_safe, 2),
+		KV_TEST_T(test_value_1mib, 2),
+		KV_TEST_T(test_many_connections, 2),
+		KV_TEST_T(test_disconnect_mid_request, 2),
+		KV_TEST_T(test_sigterm_with_idle_connections, 2),
+		KV_TEST_T(test_incr_reads_only_the_value, 2),
+		KV_TEST_T(test_slow_reader_reply_survives_del, 2),
+		KV_TEST_T(test_resp_replies, 3),
+		KV_TEST_T(test_pipelining, 3),
+		KV_TEST_T(test_many_connections, 3),
+		KV_TEST_T(test_slow_reader_reply_survives_del, 3),
 	};
 	int ret;
 

@@ -1,7 +1,8 @@
 /*
  * test-net.c - src/net.c and src/blocking.c: corio_listen, corio_dial and
  * their unix twins, corio_accept_retry, corio_run_blocking,
- * corio_signal_wait, and examples/echo-server end to end.
+ * corio_signal_wait, and examples/echo-server end to end (one loop, and
+ * two with -t 2).
  *
  * Each test runs corio_run on a task function that returns 0 on success or
  * the line of the first failed CHECK (printed on stderr), so a failure
@@ -1975,10 +1976,12 @@ static bool find_server(char *path, size_t len)
 }
 
 /*
- * Starts the server on a free port; 0 and the port once it printed its
- * listening line, -EADDRINUSE to try another port, or another error.
+ * Starts the server on a free port, with -t loops unless loops is NULL; 0
+ * and the port once it printed its listening line, -EADDRINUSE to try
+ * another port, or another error.
  */
-static int start_server(const char *path, int port, int *err_fd)
+static int start_server(const char *path, int port, const char *loops,
+			int *err_fd)
 {
 	char arg[16], buf[512], want[64];
 	size_t have = 0;
@@ -1995,7 +1998,12 @@ static int start_server(const char *path, int port, int *err_fd)
 		return -errno;
 	if (child_pid == 0) {
 		dup2(p[1], 2);
-		execl(path, path, "-h", "127.0.0.1", "-p", arg, (char *)NULL);
+		if (loops)
+			execl(path, path, "-h", "127.0.0.1", "-p", arg, "-t",
+			      loops, (char *)NULL);
+		else
+			execl(path, path, "-h", "127.0.0.1", "-p", arg,
+			      (char *)NULL);
 		_exit(127);
 	}
 	close(p[1]);
@@ -2181,14 +2189,14 @@ static int e2e_main(void *arg)
 	return 0;
 }
 
-static void test_echo_server_end_to_end(void **state)
+/* The server with -t loops (NULL: none), end to end, then SIGTERM. */
+static void echo_server_end_to_end(const char *loops)
 {
 	struct e2e e = { 0 };
 	char path[PATH_MAX];
 	int i, ret = -EADDRINUSE, err_fd = -1, status;
 	uint64_t start;
 
-	(void)state;
 	if (!find_server(path, sizeof(path))) {
 		print_message("no examples/echo-server (run make): skipped\n");
 		skip();
@@ -2196,7 +2204,7 @@ static void test_echo_server_end_to_end(void **state)
 	for (i = 0; i < 10 && ret == -EADDRINUSE; i++) {
 		e.port = free_port();
 		assert_true(e.port > 0);
-		ret = start_server(path, e.port, &err_fd);
+		ret = start_server(path, e.port, loops, &err_fd);
 	}
 	assert_int_equal(ret, 0);
 	e.pid = child_pid;
@@ -2215,6 +2223,24 @@ static void test_echo_server_end_to_end(void **state)
 	assert_true(status != -1);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_echo_server_end_to_end(void **state)
+{
+	(void)state;
+	echo_server_end_to_end(NULL);
+}
+
+/*
+ * echo-server -t 2: two loops, each with its own SO_REUSEPORT listener on
+ * the port, so the 100 connections land on both (the kernel hashes each
+ * to a listener: all 100 on one is a 2^-99 chance).  The same exchanges,
+ * resets, fd counts and SIGTERM as with one loop.
+ */
+static void test_echo_server_two_loops(void **state)
+{
+	(void)state;
+	echo_server_end_to_end("2");
 }
 
 static int ret5(void *arg)
@@ -2289,6 +2315,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_signal_wait_pending),
 		cmocka_unit_test(test_signal_wait_cancel_deadline),
 		cmocka_unit_test_teardown(test_echo_server_end_to_end,
+					  teardown_child),
+		cmocka_unit_test_teardown(test_echo_server_two_loops,
 					  teardown_child),
 	};
 	int ret;
