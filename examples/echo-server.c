@@ -1,8 +1,13 @@
 /*
  * echo-server - one task per connection, receive then send until EOF.
  *
- *	echo-server [-c] [-h HOST] [-p PORT] [-t LOOPS]
+ *	echo-server [-c] [-h HOST] [-p PORT] [-t LOOPS] [--tls CERT KEY]
  *			(default: every address, port 7000, one loop)
+ *
+ * --tls CERT KEY serves TLS: each connection's task runs corio_tls_accept
+ * with one SSL_CTX loaded from the PEM files (shared by the loops:
+ * OpenSSL's contexts are thread-safe once set up), then echoes through the
+ * TLS stream, and closes it with close_notify.
  *
  * Each connection reads through a receiver: one multishot recv into the
  * loop's provided buffer ring, so an idle connection holds no buffer.
@@ -37,6 +42,13 @@
 #include <unistd.h>
 
 #include <corio.h>
+#if __has_include(<openssl/ssl.h>)
+#define HAVE_OPENSSL 1
+#include <openssl/ssl.h>
+#else
+#define HAVE_OPENSSL 0	/* corio built without TLS: no --tls */
+typedef struct ssl_ctx_st SSL_CTX;
+#endif
 
 #define BUF_SIZE	(16 * 1024)
 
@@ -59,6 +71,8 @@ struct loop_state {
 	corio_task *acceptor;
 	corio_bufring *ring;	/* NULL: the classic path */
 };
+
+static SSL_CTX *tls_ctx;	/* --tls: set up before any loop runs */
 
 static struct loop_state *loops;	/* [corio_loop_count()] */
 static unsigned int nr_loops;
@@ -125,12 +139,32 @@ static int serve_ring(void *arg)
 	return 0;
 }
 
+/* The same over TLS: a handshake, then the decrypted bytes echoed. */
+static int serve_tls(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	char buf[BUF_SIZE];
+	corio_stream *s;
+	ssize_t n;
+
+	if (corio_tls_accept(fd, tls_ctx, &s) < 0) {
+		corio_close(fd);
+		return 0;
+	}
+	while ((n = corio_stream_read(s, buf, sizeof(buf))) > 0)
+		if (corio_stream_write(s, buf, (size_t)n) < 0 ||
+		    corio_stream_flush(s) < 0)
+			break;
+	corio_stream_close(s);	/* close_notify, then the fd */
+	return 0;
+}
+
 /* Takes connections off the listener's multishot accept. */
 static int accept_loop(void *arg)
 {
 	struct loop_state *ls = arg;
 	corio_acceptor *acc = ls->acc;
-	corio_fn fn = ls->ring ? serve_ring : serve;
+	corio_fn fn = tls_ctx ? serve_tls : ls->ring ? serve_ring : serve;
 
 	for (;;) {
 		int one = 1;
@@ -309,8 +343,35 @@ int main(int argc, char **argv)
 	unsigned int i;
 	char *end;
 	long n;
-	int c, ret;
+	int c, ret, k;
 
+	/* --tls CERT KEY, taken out before getopt sees the rest. */
+	for (k = 1; k < argc; k++) {
+		if (strcmp(argv[k], "--tls"))
+			continue;
+		if (k + 2 >= argc) {
+			fprintf(stderr, "echo-server: --tls takes CERT KEY\n");
+			return 2;
+		}
+#if HAVE_OPENSSL
+		tls_ctx = SSL_CTX_new(TLS_server_method());
+		if (!tls_ctx ||
+		    SSL_CTX_use_certificate_chain_file(tls_ctx, argv[k + 1]) != 1 ||
+		    SSL_CTX_use_PrivateKey_file(tls_ctx, argv[k + 2],
+						SSL_FILETYPE_PEM) != 1) {
+			fprintf(stderr, "echo-server: cannot load %s and %s\n",
+				argv[k + 1], argv[k + 2]);
+			return 1;
+		}
+#else
+		fprintf(stderr, "echo-server: built without OpenSSL\n");
+		return 1;
+#endif
+		memmove(&argv[k], &argv[k + 3],
+			(size_t)(argc - k - 2) * sizeof(*argv));
+		argc -= 3;
+		break;
+	}
 	while ((c = getopt(argc, argv, "ch:p:t:")) != -1) {
 		switch (c) {
 		case 'c':
@@ -333,7 +394,7 @@ int main(int argc, char **argv)
 			return 2;
 		default:
 			fprintf(stderr, "usage: %s [-c] [-h HOST] [-p PORT] "
-				"[-t LOOPS]\n", argv[0]);
+				"[-t LOOPS] [--tls CERT KEY]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -350,6 +411,9 @@ int main(int argc, char **argv)
 	for (i = 0; loops && i < nr_loops; i++)
 		corio_bufring_free(loops[i].ring);
 	free(loops);
+#if HAVE_OPENSSL
+	SSL_CTX_free(tls_ctx);
+#endif
 	if (ret < 0) {
 		fprintf(stderr, "echo-server: %s\n", strerror(-ret));
 		return 1;

@@ -2036,6 +2036,64 @@ static void test_no_leaked_ssl_objects(void **state)
 	}
 }
 
+/*
+ * examples/echo-server --tls CERT KEY, driven by examples/echo-client
+ * --tls --ca CERT (which checks every byte it gets back): both exit 0.
+ */
+static pid_t spawn_example(char *const argv[])
+{
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+
+	assert_int_equal(posix_spawn_file_actions_init(&fa), 0);
+	posix_spawn_file_actions_addopen(&fa, 2, env.log,
+					 O_WRONLY | O_CREAT | O_APPEND, 0600);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	assert_int_equal(posix_spawn(&pid, argv[0], &fa, NULL, argv, environ),
+			 0);
+	posix_spawn_file_actions_destroy(&fa);
+	return pid;
+}
+
+static int examples_main(void *arg)
+{
+	char port[16];
+	char *server[] = { "examples/echo-server", "-h", "127.0.0.1", "-p",
+			   port, "--tls", env.cert, env.key, NULL };
+	char *client[] = { "examples/echo-client", "--tls", "--ca", env.cert,
+			   "-h", "localhost", "-p", port, "-c", "4", "-n", "50",
+			   "-s", "1000", NULL };
+	struct child srv, cli;
+	uint64_t end;
+	int fd, p = free_port();
+
+	(void)arg;
+	snprintf(port, sizeof(port), "%d", p);
+	srv.pid = spawn_example(server);
+	end = corio_now() + test_slack_ns(CORIO_SEC(10));
+	while ((fd = corio_dial("127.0.0.1", p)) == -ECONNREFUSED &&
+	       corio_now() < end)
+		assert_int_equal(corio_sleep(CORIO_MSEC(10)), 0);
+	assert_true(fd >= 0);
+	assert_int_equal(corio_close(fd), 0);
+	cli.pid = spawn_example(client);
+	if (reap(&cli, CORIO_SEC(30)) != 0)
+		dump_log("echo-client --tls failed");
+	kill(srv.pid, SIGTERM);
+	assert_int_equal(reap(&srv, CORIO_SEC(10)), 0);
+	return 0;
+}
+
+static void test_echo_examples_over_tls(void **state)
+{
+	(void)state;
+	need(true);
+	if (access("examples/echo-server", X_OK) ||
+	    access("examples/echo-client", X_OK))
+		skip();
+	run(examples_main, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2057,6 +2115,7 @@ int main(void)
 		TLS_TEST(test_invalid_arguments_and_outside_a_task),
 		TLS_TEST(test_openssl_out_of_memory_enomem),
 		TLS_TEST(test_no_leaked_ssl_objects),
+		TLS_TEST(test_echo_examples_over_tls),
 	};
 
 	/* Before OpenSSL's first allocation, or it refuses. */
