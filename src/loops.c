@@ -69,6 +69,7 @@ struct corio_mbox {
 	_Atomic(struct corio_msg *) head;
 	atomic_bool notified;		/* a wake is on its way */
 	struct corio_msg *backlog;	/* taken, in order, not yet processed */
+	struct corio_msg **backlog_end;	/* its last next: appends are O(1) */
 	int efd;
 	uint64_t efd_buf;
 	bool efd_armed;
@@ -251,7 +252,7 @@ static void process(struct corio_loop *loop, struct corio_msg *m)
 static void drain(struct corio_loop *loop, struct corio_handler *h)
 {
 	struct corio_mbox *mb = container(h, struct corio_mbox, h_drain);
-	struct corio_msg *m, *next, *fifo = NULL, **tail;
+	struct corio_msg *m, *next, *fifo = NULL, *last = NULL;
 	struct corio_cluster *c = mb->cluster;
 	unsigned int nr = 0;
 
@@ -262,11 +263,16 @@ static void drain(struct corio_loop *loop, struct corio_handler *h)
 		next = m->next;
 		m->next = fifo;
 		fifo = m;
+		if (!last)
+			last = m;	/* the newest: the new run ends there */
 	}
 	/* Behind what an earlier turn left. */
-	for (tail = &mb->backlog; *tail; tail = &(*tail)->next)
-		;
-	*tail = fifo;
+	if (fifo) {
+		if (!mb->backlog)
+			mb->backlog_end = &mb->backlog;
+		*mb->backlog_end = fifo;
+		mb->backlog_end = &last->next;
+	}
 	if (mb->backlog && loop->idle) {
 		loop->idle = false;	/* before the messages' counts go */
 		atomic_fetch_add(&c->busy, 1);
