@@ -278,6 +278,9 @@ struct corio_cluster;
 struct corio_mbox;
 void corio__loops_stop(struct corio_loop *loop);
 bool corio__loops_done(struct corio_loop *loop);
+bool corio__loops_spin_begin(struct corio_loop *loop);
+bool corio__loops_msg_waiting(const struct corio_loop *loop);
+void corio__loops_spin_end(struct corio_loop *loop);
 
 /*
  * An SQE with room for a second one behind it (an op's LINK_TIMEOUT must

@@ -41,6 +41,8 @@
 /* Messages a loop takes per turn: a flood of posts must not make a task
  * (and a stack) for each of them at once. */
 #define DRAIN_MAX	1024
+/* Spin before sleeping only when messages came this lately. */
+#define LOOPS_SPIN_RECENT_NS	CORIO_MSEC(10)
 
 enum msg_kind { MSG_POST, MSG_CALL, MSG_REPLY, MSG_CANCEL, MSG_ACK,
 		MSG_STOP };
@@ -70,6 +72,7 @@ struct corio_mbox {
 	atomic_bool notified;		/* a wake is on its way */
 	struct corio_msg *backlog;	/* taken, in order, not yet processed */
 	struct corio_msg **backlog_end;	/* its last next: appends are O(1) */
+	uint64_t last_msg_ns;		/* the turn's clock when some came */
 	int efd;
 	uint64_t efd_buf;
 	bool efd_armed;
@@ -268,6 +271,7 @@ static void drain(struct corio_loop *loop, struct corio_handler *h)
 	}
 	/* Behind what an earlier turn left. */
 	if (fifo) {
+		mb->last_msg_ns = loop->now_ns;
 		if (!mb->backlog)
 			mb->backlog_end = &mb->backlog;
 		*mb->backlog_end = fifo;
@@ -384,6 +388,39 @@ void corio__loops_stop(struct corio_loop *loop)
 	for (i = 0; i < c->n; i++)
 		if (c->loops[i] != loop)
 			send_msg(c->loops[i], &c->loops[i]->mbox->stop);
+}
+
+/*
+ * An idle loop that had messages lately polls for the next one a while
+ * before it sleeps (loop.c's spin): a reply then costs no wake-up of a
+ * sleeping thread, which is most of a call's cost.  Meanwhile senders
+ * see notified set and send no wake; spin_end clears it and takes any
+ * message that came in between.
+ */
+bool corio__loops_spin_begin(struct corio_loop *loop)
+{
+	struct corio_mbox *mb = loop->mbox;
+
+	if (loop->now_ns - mb->last_msg_ns > LOOPS_SPIN_RECENT_NS)
+		return false;
+	/* Already set: a wake is on its way and a drain will follow. */
+	return !atomic_exchange(&mb->notified, true);
+}
+
+bool corio__loops_msg_waiting(const struct corio_loop *loop)
+{
+	return atomic_load_explicit(&loop->mbox->head,
+				    memory_order_relaxed) != NULL;
+}
+
+void corio__loops_spin_end(struct corio_loop *loop)
+{
+	struct corio_mbox *mb = loop->mbox;
+
+	/* Cleared first: a push from now on wakes the loop again. */
+	atomic_store(&mb->notified, false);
+	if (atomic_load(&mb->head))
+		corio__loop_defer(loop, &mb->h_drain);
 }
 
 bool corio__loops_done(struct corio_loop *loop)
