@@ -56,6 +56,13 @@ struct corio_tls {
 	char err[256];
 };
 
+/* ERR_clear_error takes a lock-free but costly path even when empty. */
+static inline void err_clear(void)
+{
+	if (ERR_peek_error())
+		ERR_clear_error();
+}
+
 static void err_keep(struct corio_tls *t, const char *what)
 {
 	unsigned long e = ERR_peek_last_error();
@@ -179,7 +186,7 @@ static int handshake(struct corio_tls *t)
 	int ret, s;
 
 	for (;;) {
-		ERR_clear_error();
+		err_clear();
 		ret = SSL_do_handshake(t->ssl);
 		if (ret == 1)
 			return flush_out(t);
@@ -198,7 +205,7 @@ ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
 	if (t->failed)
 		return t->failed;
 	for (;;) {
-		ERR_clear_error();
+		err_clear();
 		ret = SSL_read(t->ssl, buf, (int)len);
 		if (ret > 0)
 			break;
@@ -208,7 +215,9 @@ ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
 	}
 	/* Every record already received, not just the first: a pipelined
 	 * batch is one read for the stream. */
-	while ((size_t)ret < len) {
+	/* Only while OpenSSL holds more: a call bound to fail costs. */
+	while ((size_t)ret < len &&
+	       (SSL_pending(t->ssl) > 0 || BIO_ctrl_pending(t->rbio) > 0)) {
 		int more = SSL_read(t->ssl, (char *)buf + ret,
 				    (int)(len - (size_t)ret));
 
@@ -240,7 +249,7 @@ ssize_t corio__tls_write(struct corio_tls *t, const void *p, size_t len)
 		int part = len - done > WRITE_CHUNK ? (int)WRITE_CHUNK :
 			   (int)(len - done);
 
-		ERR_clear_error();
+		err_clear();
 		/* Into wbio, which takes it all; sent before the next part,
 		 * so a big write holds one part's ciphertext, not all. */
 		ret = SSL_write(t->ssl, (const char *)p + done, part);
@@ -341,6 +350,8 @@ static int tls_start(int fd, struct ssl_ctx_st *ctx, const char *name,
 		goto err;
 	}
 	SSL_set_bio(t->ssl, t->rbio, t->wbio);
+	/* Take whole chunks of ciphertext at a time, not a header first. */
+	SSL_set_read_ahead(t->ssl, 1);
 	if (server) {
 		SSL_set_accept_state(t->ssl);
 	} else {
