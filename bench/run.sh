@@ -26,6 +26,10 @@
 #           50 MiB file with corio_sendfile and corio_read + corio_send
 #           (bench/send-zc), over loopback TCP.
 #   kv      bench/kv.sh: examples/kv-server against redis-server.
+#   loops   bench/loops.sh (issue 13): corio_call against a condvar and an
+#           eventfd hand-off, posts per second, echo and kv on 1 and 2 loops.
+#   tls     bench/tls.sh (issue 15): TLS echo against an nginx-style OpenSSL
+#           server and asyncio with ssl=.
 #
 # Targets are reported PASS or FAIL in the table, never asserted: the exit
 # status is 0 unless a program failed.
@@ -63,7 +67,7 @@ else
 	dp_secs=1.5
 	dp_warm=0.3
 fi
-sections=${BENCH_ONLY:-echo sleep micro datapath kv}
+sections=${BENCH_ONLY:-echo sleep micro datapath kv loops tls}
 # Idle connections held for the RSS rows, and the echo each may carry first;
 # one run each (RSS varies by well under 1% from run to run).
 idle_conns=10000
@@ -873,6 +877,15 @@ fi
 
 if want kv; then
 	sh bench/kv.sh || failed=1
+fi
+
+# --- loops per core, TLS ------------------------------------------------------
+
+if want loops; then
+	sh bench/loops.sh || failed=1
+fi
+if want tls; then
+	sh bench/tls.sh || failed=1
 fi
 
 exit "$failed"
