@@ -60,9 +60,6 @@ struct corio_pool {
 	struct corio_layer_state ls;	/* the pool is its loop's state */
 };
 
-#define pool_of(p, member) \
-	((struct corio_pool *)((char *)(p) - offsetof(struct corio_pool, member)))
-
 static void pool_fini(struct corio_loop *loop, struct corio_layer_state *s);
 
 /* Stops the workers and frees the pool when its loop goes. */
@@ -110,7 +107,8 @@ static void *worker(void *arg)
 
 static void arm(struct corio_loop *loop, struct corio_handler *h)
 {
-	struct corio_pool *pool = pool_of(h, h);
+	struct corio_pool *pool = corio__container_of(h, struct corio_pool,
+						      h);
 	struct io_uring_sqe *sqe;
 
 	if (pool->armed || !pool->outstanding)
@@ -129,7 +127,8 @@ static void arm(struct corio_loop *loop, struct corio_handler *h)
 static void drain(struct corio_loop *loop, struct corio_handler *h,
 		  const struct io_uring_cqe *cqe)
 {
-	struct corio_pool *pool = pool_of(h, h);
+	struct corio_pool *pool = corio__container_of(h, struct corio_pool,
+						      h);
 	struct job *job, *next, *fifo = NULL;
 
 	(void)cqe;
@@ -162,7 +161,8 @@ static void drain(struct corio_loop *loop, struct corio_handler *h,
 	arm(loop, &pool->h);
 }
 
-static CORIO_COLD int pool_new(struct corio_loop *loop)
+static CORIO_COLD int pool_new(struct corio_loop *loop,
+				struct corio_pool **out)
 {
 	struct corio_pool *pool = calloc(1, sizeof(*pool));
 
@@ -180,6 +180,7 @@ static CORIO_COLD int pool_new(struct corio_loop *loop)
 	pool->h.fn = drain;
 	pool->h.arm = arm;
 	corio__loop_attach(loop, &pool->ls, &blocking_layer);
+	*out = pool;
 	return 0;
 }
 
@@ -206,13 +207,13 @@ static int submit(struct corio_loop *loop, struct job *job)
 	struct corio_pool *pool;
 	int ret;
 
-	if (!ls) {
-		ret = pool_new(loop);
+	if (ls) {
+		pool = corio__container_of(ls, struct corio_pool, ls);
+	} else {
+		ret = pool_new(loop, &pool);
 		if (ret < 0)
 			return ret;
-		ls = corio__loop_state(loop, &blocking_layer);
 	}
-	pool = pool_of(ls, ls);
 	pthread_mutex_lock(&pool->lock);
 	/* Idle workers that have not woken yet are spoken for already. */
 	if (pool->nr_idle <= pool->nr_queued &&
@@ -300,7 +301,8 @@ int corio__run_blocking_owned(corio_fn fn, void *arg,
 
 static void pool_fini(struct corio_loop *loop, struct corio_layer_state *s)
 {
-	struct corio_pool *pool = pool_of(s, ls);
+	struct corio_pool *pool = corio__container_of(s, struct corio_pool,
+						      ls);
 	unsigned int i;
 
 	(void)loop;

@@ -122,9 +122,6 @@ static const struct corio_layer datapath_layer = {
 	.fini = datapath_fini,
 };
 
-#define container(p, type, member) \
-	((type *)((char *)(p) - offsetof(type, member)))
-
 static struct datapath *datapath_get(struct corio_loop *loop)
 {
 	struct datapath *dp = (struct datapath *)corio__loop_state(loop,
@@ -175,7 +172,7 @@ static void receiver_arm(struct corio_loop *loop, struct corio_handler *h);
 /* Before the loop's next enter: the batch goes out, starved recvs rearm. */
 static void flush_arm(struct corio_loop *loop, struct corio_handler *h)
 {
-	struct corio_bufring *br = container(h, struct corio_bufring, flush);
+	struct corio_bufring *br = corio__container_of(h, struct corio_bufring, flush);
 	struct corio_receiver *r;
 
 	if (br->pending) {
@@ -365,7 +362,7 @@ struct corio_bufring *corio__bufring_shared(struct corio_loop *loop,
 
 static void receiver_arm(struct corio_loop *loop, struct corio_handler *h)
 {
-	struct corio_receiver *r = container(h, struct corio_receiver, h);
+	struct corio_receiver *r = corio__container_of(h, struct corio_receiver, h);
 	struct io_uring_sqe *sqe;
 
 	if (r->stopping) {
@@ -466,7 +463,7 @@ static void got_bytes(struct corio_receiver *r, unsigned int bid,
 static void receiver_cqe(struct corio_loop *loop, struct corio_handler *h,
 			 const struct io_uring_cqe *cqe)
 {
-	struct corio_receiver *r = container(h, struct corio_receiver, h);
+	struct corio_receiver *r = corio__container_of(h, struct corio_receiver, h);
 	int res = cqe->res;
 
 	if (!(cqe->flags & IORING_CQE_F_MORE)) {

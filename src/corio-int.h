@@ -10,6 +10,7 @@
 #define CORIO_INT_H
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +20,10 @@
 #include "config.h"
 #include "corio.h"
 #include "fcontext.h"
+
+/* The struct of type that holds p as its member. */
+#define corio__container_of(p, type, member) \
+	((type *)((char *)(p) - offsetof(type, member)))
 
 #define corio_likely(x)		__builtin_expect(!!(x), 1)
 #define corio_unlikely(x)	__builtin_expect(!!(x), 0)

@@ -390,6 +390,33 @@ static CORIO_COLD bool spin(struct corio_loop *loop)
 	return found || loop->arms || loop->ready_head;
 }
 
+/* Nothing left to run or to wait for. */
+static bool quiescent(const struct corio_loop *loop)
+{
+	return !loop->stats.tasks_live && !loop->stats.ops_in_flight &&
+	       !loop->ready_head;
+}
+
+/*
+ * An idle loop of corio_run_loops: another loop or thread may still send
+ * work (loops.c), so it never reports a deadlock.  What is queued goes
+ * out first, without waiting; so does a loop that a stop just made
+ * quiescent (in run_arms), which the turn loop must count as done before
+ * it may wait.  Then it spins, or waits.
+ */
+static CORIO_COLD void cluster_idle(struct corio_loop *loop)
+{
+	struct io_uring *ring = &loop->ring;
+
+	if (ring->sq.sqe_tail != IO_URING_READ_ONCE(*ring->sq.khead) ||
+	    (loop->tearing_down && !loop->idle && quiescent(loop))) {
+		enter(loop, false, NULL);
+		return;
+	}
+	if (!spin(loop))
+		idle_wait(loop);
+}
+
 /* Submits and reaps once: the second half of a turn. */
 static void pump(struct corio_loop *loop)
 {
@@ -400,21 +427,14 @@ static void pump(struct corio_loop *loop)
 		run_arms(loop);
 	/* A handler still unarmed (ring full) must not be slept through. */
 	idle = !loop->ready_head && !loop->arms;
-	if (corio_unlikely(idle && loop->cluster && loop->tearing_down &&
-			   !loop->idle && !loop->stats.tasks_live &&
-			   !loop->stats.ops_in_flight)) {
-		/* A stop just came (run_arms): the turn loop counts this
-		 * loop as done (loops.c) before it may wait. */
-		enter(loop, false, NULL);
+	if (corio_unlikely(idle && loop->cluster)) {
+		cluster_idle(loop);
 		return;
 	}
 	queued = ring->sq.sqe_tail != IO_URING_READ_ONCE(*ring->sq.khead);
 	if (!queued && !loop->stats.ops_in_flight) {
-		/* Another loop or thread may still send work (loops.c). */
-		if (idle && !loop->cluster)
+		if (idle)
 			deadlock(loop);
-		if (idle && !(loop->cluster && spin(loop)))
-			idle_wait(loop);
 		return;
 	}
 	/*
@@ -429,16 +449,7 @@ static void pump(struct corio_loop *loop)
 		return;
 	}
 	if (corio_unlikely(idle && (loop->tearing_down || loop->trim_at ||
-				    loop->under_valgrind || loop->cluster))) {
-		if (loop->cluster) {
-			/* What is queued goes out before any spin. */
-			if (queued) {
-				enter(loop, false, NULL);
-				return;
-			}
-			if (spin(loop))
-				return;
-		}
+				    loop->under_valgrind))) {
 		idle_wait(loop);
 		return;
 	}
@@ -481,13 +492,6 @@ CORIO_COLD void corio__loop_teardown(struct corio_loop *loop)
 	for (s = loop->layers; s; s = s->next)
 		if (s->layer->teardown)
 			s->layer->teardown(loop, s);
-}
-
-/* Nothing left to run or to wait for. */
-static bool quiescent(const struct corio_loop *loop)
-{
-	return !loop->stats.tasks_live && !loop->stats.ops_in_flight &&
-	       !loop->ready_head;
 }
 
 void corio__loop_run(struct corio_loop *loop)

@@ -107,9 +107,6 @@ struct corio_cluster {
 static struct corio_cluster *published;
 static pthread_mutex_t published_lock = PTHREAD_MUTEX_INITIALIZER;
 
-#define container(p, type, member) \
-	((type *)((char *)(p) - offsetof(type, member)))
-
 static void finalize(struct corio_cluster *c)
 {
 	bool expected = false;
@@ -254,7 +251,7 @@ static void process(struct corio_loop *loop, struct corio_msg *m)
 /* Before the loop's next enter: every message that came, in order. */
 static void drain(struct corio_loop *loop, struct corio_handler *h)
 {
-	struct corio_mbox *mb = container(h, struct corio_mbox, h_drain);
+	struct corio_mbox *mb = corio__container_of(h, struct corio_mbox, h_drain);
 	struct corio_msg *m, *next, *fifo = NULL, *last = NULL;
 	struct corio_cluster *c = mb->cluster;
 	unsigned int nr = 0;
@@ -304,7 +301,7 @@ static void drain(struct corio_loop *loop, struct corio_handler *h)
 static void efd_cqe(struct corio_loop *loop, struct corio_handler *h,
 		    const struct io_uring_cqe *cqe)
 {
-	struct corio_mbox *mb = container(h, struct corio_mbox, h_efd);
+	struct corio_mbox *mb = corio__container_of(h, struct corio_mbox, h_efd);
 
 	(void)cqe;
 	mb->efd_armed = false;
@@ -314,7 +311,7 @@ static void efd_cqe(struct corio_loop *loop, struct corio_handler *h,
 static void ring_cqe(struct corio_loop *loop, struct corio_handler *h,
 		     const struct io_uring_cqe *cqe)
 {
-	struct corio_mbox *mb = container(h, struct corio_mbox, h_ring);
+	struct corio_mbox *mb = corio__container_of(h, struct corio_mbox, h_ring);
 
 	(void)cqe;
 	corio__loop_defer(loop, &mb->h_drain);
@@ -324,7 +321,7 @@ static void ring_cqe(struct corio_loop *loop, struct corio_handler *h,
 static void fail_cqe(struct corio_loop *loop, struct corio_handler *h,
 		     const struct io_uring_cqe *cqe)
 {
-	struct corio_mbox *mb = container(h, struct corio_mbox, h_fail);
+	struct corio_mbox *mb = corio__container_of(h, struct corio_mbox, h_fail);
 	uint64_t one = 1;
 
 	(void)loop;
