@@ -163,31 +163,37 @@ struct corio_stack {
 	bool heap;		/* the task record is on the heap, not at top */
 };
 
+/*
+ * The first cache line holds what a switch, a park and a wake touch; the
+ * rest is read at spawn, join and the task's end.  corio__task_spawn
+ * writes every field but stack (stack.c's) itself: a fresh task costs
+ * its stores, not a memset of the record.
+ */
 struct corio_task {
 	fcontext_t ctx;			/* saved context while not running */
 	struct corio_loop *loop;
-	struct corio_task *next_ready;	/* ready queue link */
-	struct corio_task *prev, *next;	/* the loop's list of all tasks */
-	corio_fn fn;
-	void *arg;
-	int result;
+	struct corio_task *next_ready;	/* ready queue or turn link */
+	corio_cancel_hook park_hook;	/* set while parked, else NULL */
+	void *park_data;		/* the hook's argument */
+	uint64_t park_ns;		/* when it parked (the turn's clock) */
+	uint64_t deadline_ns;		/* 0: none */
 	uint8_t state;			/* enum corio_task_state */
 	bool cancelled;			/* corio_cancel was called */
 	bool shield;
 	bool detached;
-	bool started;
-	corio_cancel_hook park_hook;	/* set while parked, else NULL */
-	void *park_data;		/* the hook's argument */
+	bool started;			/* it has run (corio_dump: "new") */
+	int result;
+	corio_fn fn;
+	void *arg;
+	struct corio_task *prev, *next;	/* the loop's list of all tasks */
 	struct corio_task *joiner;	/* the task parked in corio_join(this) */
 	const struct corio_task_owner *owner;	/* holds the handle, or NULL */
 	void *owner_data;		/* the owner's (a group) */
 	struct corio_task *oprev, *onext;	/* the owner's list */
-	uint64_t park_ns;		/* when it parked (the turn's clock) */
-	uint64_t deadline_ns;		/* 0: none */
 	uint64_t id;
+	void *asan_fake_stack;
 	struct corio_stack stack;	/* the task struct sits at its top,
 					   unless stack.heap */
-	void *asan_fake_stack;
 };
 
 /* A pending corio_close(fd): ops on fd cancelled meanwhile get -EBADF. */
@@ -222,8 +228,9 @@ struct corio_layer_state {
 struct corio_loop {
 	struct io_uring ring;
 	struct corio_task *current;	/* the running task, or NULL */
-	fcontext_t sched_ctx;		/* where a running task jumps back to */
-	struct corio_task *ready_head, *ready_tail;
+	fcontext_t sched_ctx;		/* where a task jumps when a turn ends */
+	struct corio_task *turn;	/* the turn's tasks not yet run */
+	struct corio_task *ready_head, *ready_tail;	/* the next turn's */
 	struct corio_task all;		/* list head of every task */
 	struct corio_stats stats;
 	struct corio_task *main;	/* corio_run's task; freed by corio_run */
@@ -235,6 +242,9 @@ struct corio_loop {
 	bool taskrun_flag;		/* the kernel raises IORING_SQ_TASKRUN */
 	bool reg_ring;			/* the ring fd is registered */
 	bool under_valgrind;		/* cap each wait: see pump() */
+	bool turns_slow;		/* main returned: every turn ends in
+					   the scheduler (teardown) */
+	uint8_t quick_turns;		/* in a row, see corio__loop_turn_quick */
 	struct io_uring_probe *probe;	/* the kernel's opcodes, or NULL */
 	unsigned int disabled;		/* CORIO_FEAT_*: CORIO_DISABLE */
 	struct corio_closing *closing;
@@ -251,6 +261,7 @@ struct corio_loop {
 	const void *sched_stack_bottom;	/* for ASan's fiber switches */
 	size_t sched_stack_size;
 	void *sched_fake_stack;
+	uint64_t run_started;		/* CORIO_DEBUG: the running task's */
 };
 
 /*
@@ -300,6 +311,40 @@ static inline struct io_uring_sqe *corio__loop_sqe(struct corio_loop *loop)
 	return io_uring_get_sqe(ring);
 }
 void corio__loop_reap(struct corio_loop *loop);
+
+/*
+ * The turn's tasks have all run, and one of them is switching out: may the
+ * next turn begin right there, without a jump to the scheduler and back?
+ * Only when beginning it is all the scheduler would do: tasks are ready,
+ * no SQE waits to be submitted, no handler to be armed, nothing to reap
+ * (with TASKRUN_FLAG the kernel raises IORING_SQ_TASKRUN when it has
+ * completions to post), no stack trim pending, main still running.  Every
+ * CORIO_QUICK_TURNS-th turn in a row still goes through the scheduler,
+ * which reads the turn's clock.  Returns the new turn's first task (taken
+ * off it), or NULL.
+ */
+#define CORIO_QUICK_TURNS	64
+
+static inline struct corio_task *corio__loop_turn_quick(struct corio_loop *loop)
+{
+	struct io_uring *ring = &loop->ring;
+	struct corio_task *t = loop->ready_head;
+
+	if (!t || loop->arms || loop->turns_slow || loop->trim_at ||
+	    ring->sq.sqe_tail != IO_URING_READ_ONCE(*ring->sq.khead))
+		return NULL;
+	if (loop->stats.ops_in_flight &&
+	    (!loop->taskrun_flag || io_uring_cq_ready(ring) ||
+	     (IO_URING_READ_ONCE(*ring->sq.kflags) &
+	      (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))))
+		return NULL;
+	if (corio_unlikely(++loop->quick_turns == CORIO_QUICK_TURNS))
+		return NULL;
+	loop->stats.turns++;
+	loop->turn = t->next_ready;
+	loop->ready_head = loop->ready_tail = NULL;
+	return t;
+}
 void corio__loop_defer(struct corio_loop *loop, struct corio_handler *h);
 void corio__loop_undefer(struct corio_loop *loop, struct corio_handler *h);
 /* bufring.c: the loop's shared ring (made on first use), or NULL, *err */
@@ -326,7 +371,7 @@ void corio__loop_set_stack_default(size_t size);
 void corio__task_wake(struct corio_task *t);
 void corio__task_park(struct corio_task *t, corio_cancel_hook hook,
 		      void *data);
-void corio__task_run(struct corio_loop *loop, struct corio_task *t);
+void corio__task_turn(struct corio_loop *loop);
 void corio__task_free(struct corio_task *t);
 struct corio_task *corio__task_spawn(corio_fn fn, void *arg,
 				     const struct corio_spawn_attr *attr,

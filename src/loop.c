@@ -486,6 +486,7 @@ CORIO_COLD void corio__loop_teardown(struct corio_loop *loop)
 	struct corio_task *t;
 
 	loop->tearing_down = true;
+	loop->turns_slow = true;
 	for (t = loop->all.next; t != &loop->all; t = t->next)
 		if (t->state != CORIO_T_DONE)
 			corio_cancel(t);
@@ -507,11 +508,10 @@ void corio__loop_run(struct corio_loop *loop)
 			corio__stack_trim(loop);
 		/* Tasks woken or spawned from here on run next turn. */
 		loop->ready_head = loop->ready_tail = NULL;
-		while (t) {
-			struct corio_task *next = t->next_ready;
-
-			corio__task_run(loop, t);
-			t = next;
+		loop->quick_turns = 0;
+		if (t) {
+			loop->turn = t;
+			corio__task_turn(loop);
 		}
 		if (corio_unlikely(loop->main &&
 				   loop->main->state == CORIO_T_DONE &&

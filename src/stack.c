@@ -317,8 +317,10 @@ struct corio_task *corio__stack_get(struct corio_loop *loop, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
+	/* The record's other fields are corio__task_spawn's to write. */
 	t = task_at_top(base, size);
-	memset(t, 0, sizeof(*t));
+	t->stack.heap = false;
+	t->stack.vg_id = 0;
 	stack_attach(t, pool, base, canary);
 	return t;
 }

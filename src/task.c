@@ -2,18 +2,26 @@
  * task.c - tasks: spawn, join, detach, cancel, yield, and the switch.
  *
  * A task is a stackful coroutine on Boost.Context's fcontext.  The
- * scheduler (the thread's own stack, inside corio_run) jumps into a task;
- * the task jumps back when it parks, yields or returns.  Tasks never jump
- * to each other, so there is one place that switches in each direction and
- * one place to tell ASan about it.
+ * scheduler (the thread's own stack, inside corio_run) jumps into the
+ * first task of a turn; a task that parks, yields or returns jumps
+ * straight to the turn's next one.  Once the turn has run out, the task
+ * switching out either begins the next turn itself, when the scheduler
+ * would have nothing else to do (corio__loop_turn_quick), or jumps to the
+ * scheduler, which submits and reaps.  So a switch is one jump, and the
+ * loop's own context runs only when the ring needs it.
+ *
+ * The context that is resumed finishes the switch for the one it came
+ * from (landed): it saves that context, or, when that task has returned,
+ * gives back its stack, which no task can free while running on it.  A
+ * jump's data is the task that jumped, NULL from the scheduler.
  *
  * The task struct lives at the top of its own stack (stack.c), so a spawn
  * allocates nothing else.  It is freed by corio_join, by its own return if
  * detached, or by corio_run at the end.
  *
- * Invariants: a task is on the ready queue at most once (state READY);
- * park_hook is set exactly while the task is PARKED; a DONE task never runs
- * again.
+ * Invariants: a task is on the ready queue or the turn's list at most once
+ * (state READY); park_hook is set exactly while the task is PARKED; a DONE
+ * task never runs again.
  */
 #include <string.h>
 
@@ -39,25 +47,106 @@ void corio__task_wake(struct corio_task *t)
 	loop->ready_tail = t;
 }
 
-/* The one place a task jumps back to the scheduler, but for its return. */
-static void switch_out(struct corio_task *t)
+/* t is about to be resumed (or started): it is the running task now. */
+static inline void run_begin(struct corio_loop *loop, struct corio_task *t)
 {
-	struct corio_loop *loop = t->loop;
-	transfer_t from;
+	loop->current = t;
+	t->state = CORIO_T_RUNNING;
+	t->started = true;
+	if (corio_unlikely(loop->debug_slow_ns))
+		loop->run_started = corio__time_now();
+}
+
+/* prev returned and has switched away for good: its stack can go. */
+static CORIO_COLD void finished(struct corio_task *prev)
+{
+	if (prev->detached)
+		corio__task_free(prev);
+	else if (prev->stack.heap)
+		corio__stack_release(prev);	/* its record waits */
+}
+
+/* Just resumed by a jump: finish the switch for the context it left. */
+static inline void landed(struct corio_loop *loop, transfer_t from)
+{
+	struct corio_task *prev = from.data;
+
+	if (!prev) {
+		loop->sched_ctx = from.fctx;
+		return;
+	}
+	if (corio_unlikely(prev->stack.canary))
+		corio__stack_check(prev);
+	if (corio_likely(prev->state != CORIO_T_DONE))
+		prev->ctx = from.fctx;
+	else
+		finished(prev);
+}
 
 #if CORIO_ASAN
-	__sanitizer_start_switch_fiber(&t->asan_fake_stack,
-				       loop->sched_stack_bottom,
-				       loop->sched_stack_size);
+/* ASan must hear of every stack change: the stack the jump goes to. */
+static void asan_leave(struct corio_loop *loop, struct corio_task *self,
+		       struct corio_task *next)
+{
+	/* A returned task passes NULL: ASan may drop its fake frames. */
+	void **fake = self->state == CORIO_T_DONE ? NULL :
+		      &self->asan_fake_stack;
+
+	if (next)
+		__sanitizer_start_switch_fiber(fake, next->stack.base,
+					       next->stack.size);
+	else
+		__sanitizer_start_switch_fiber(fake, loop->sched_stack_bottom,
+					       loop->sched_stack_size);
+}
+
+/* Landed from data's context: from the scheduler, learn its stack. */
+static void asan_arrive(struct corio_loop *loop, void *fake, void *data)
+{
+	if (data)
+		__sanitizer_finish_switch_fiber(fake, NULL, NULL);
+	else
+		__sanitizer_finish_switch_fiber(fake, &loop->sched_stack_bottom,
+						&loop->sched_stack_size);
+}
 #endif
-	from = jump_fcontext(loop->sched_ctx, t);
-	/* Resumed: the scheduler that jumped here is where to go back. */
-	loop->sched_ctx = from.fctx;
+
+/*
+ * The one place a task switches away: to the turn's next task, to the
+ * first of a turn it begins itself, or to the scheduler.  Returns once
+ * the task is resumed (never if it has returned).  A task that begins a
+ * turn it is the first of just goes on.
+ */
+static void switch_out(struct corio_task *self)
+{
+	struct corio_loop *loop = self->loop;
+	struct corio_task *next = loop->turn;
+	transfer_t from;
+
+	if (corio_unlikely(loop->debug_slow_ns))
+		corio__dump_slow(loop, self, loop->run_started);
+	if (next)
+		loop->turn = next->next_ready;
+	else
+		next = corio__loop_turn_quick(loop);
+	if (next == self) {
+		run_begin(loop, self);
+		return;
+	}
 #if CORIO_ASAN
-	__sanitizer_finish_switch_fiber(t->asan_fake_stack,
-					&loop->sched_stack_bottom,
-					&loop->sched_stack_size);
+	asan_leave(loop, self, next);
 #endif
+	if (next) {
+		run_begin(loop, next);
+		from = jump_fcontext(next->ctx, self);
+	} else {
+		loop->current = NULL;
+		from = jump_fcontext(loop->sched_ctx, self);
+	}
+#if CORIO_ASAN
+	asan_arrive(loop, self->asan_fake_stack, from.data);
+#endif
+	landed(loop, from);
 }
 
 void corio__task_park(struct corio_task *t, corio_cancel_hook hook,
@@ -74,67 +163,48 @@ void corio__task_park(struct corio_task *t, corio_cancel_hook hook,
 
 static _Noreturn void trampoline(transfer_t from)
 {
-	struct corio_task *t = from.data;
-	struct corio_loop *loop = t->loop;
+	struct corio_loop *loop = corio__loop;
+	struct corio_task *t = loop->current;	/* run_begin's */
 
-	loop->sched_ctx = from.fctx;
 #if CORIO_ASAN
-	__sanitizer_finish_switch_fiber(NULL, &loop->sched_stack_bottom,
-					&loop->sched_stack_size);
+	asan_arrive(loop, NULL, from.data);
 #endif
+	landed(loop, from);
 	t->result = t->fn(t->arg);
 	t->state = CORIO_T_DONE;
 	loop->stats.tasks_live--;
+	if (corio_unlikely(t == loop->main))
+		loop->turns_slow = true;	/* the scheduler tears down */
 	if (t->owner)
 		t->owner->done(t);
 	if (t->joiner)
 		corio__task_wake(t->joiner);
-#if CORIO_ASAN
-	/* NULL: this stack is done, ASan may drop its fake frames. */
-	__sanitizer_start_switch_fiber(NULL, loop->sched_stack_bottom,
-				       loop->sched_stack_size);
-#endif
-	jump_fcontext(loop->sched_ctx, NULL);
+	switch_out(t);
 	corio__bug("a returned task was resumed");
 }
 
-void corio__task_run(struct corio_loop *loop, struct corio_task *t)
+/*
+ * The scheduler's half of a turn: runs loop->turn, whose tasks pass the
+ * turn on among themselves; returns when the last of them (or of the
+ * quick turns it began) jumps back.
+ */
+void corio__task_turn(struct corio_loop *loop)
 {
-	uint64_t started = 0;
-	transfer_t back;
+	struct corio_task *t = loop->turn;
+	transfer_t from;
 
-	loop->current = t;
-	t->state = CORIO_T_RUNNING;
-	if (corio_unlikely(!t->started)) {
-		t->started = true;
-		char *top = corio__stack_top(t);
-
-		t->ctx = make_fcontext(top, (size_t)(top - t->stack.base),
-				       trampoline);
-	}
-	if (corio_unlikely(loop->debug_slow_ns))
-		started = corio__time_now();
+	loop->turn = t->next_ready;
+	run_begin(loop, t);
 #if CORIO_ASAN
 	__sanitizer_start_switch_fiber(&loop->sched_fake_stack, t->stack.base,
 				       t->stack.size);
 #endif
-	back = jump_fcontext(t->ctx, t);
+	from = jump_fcontext(t->ctx, NULL);
 #if CORIO_ASAN
 	__sanitizer_finish_switch_fiber(loop->sched_fake_stack, NULL, NULL);
 #endif
-	if (corio_unlikely(loop->debug_slow_ns))
-		corio__dump_slow(loop, t, started);
 	loop->current = NULL;
-	if (corio_unlikely(t->stack.canary))
-		corio__stack_check(t);
-	if (t->state == CORIO_T_DONE) {
-		if (t->detached)
-			corio__task_free(t);
-		else if (t->stack.heap)
-			corio__stack_release(t);	/* its record waits */
-		return;
-	}
-	t->ctx = back.fctx;
+	landed(loop, from);
 }
 
 void corio__task_free(struct corio_task *t)
@@ -154,6 +224,7 @@ struct corio_task *corio__task_spawn(corio_fn fn, void *arg,
 	struct corio_loop *loop = corio__loop;
 	size_t size;
 	struct corio_task *t;
+	char *top;
 
 	if (!loop) {
 		errno = EPERM;
@@ -176,12 +247,27 @@ struct corio_task *corio__task_spawn(corio_fn fn, void *arg,
 		   corio__stack_get(loop, size);
 	if (!t)
 		return NULL;
+	top = corio__stack_top(t);
+	t->ctx = make_fcontext(top, (size_t)(top - t->stack.base), trampoline);
 	t->loop = loop;
-	t->fn = fn;
-	t->arg = arg;
-	t->id = ++loop->next_id;
+	t->park_hook = NULL;
+	t->park_data = NULL;
+	t->park_ns = 0;
+	t->deadline_ns = 0;
 	t->state = CORIO_T_PARKED;	/* so that the wake below is legal */
 	t->cancelled = loop->tearing_down;
+	t->shield = false;
+	t->detached = false;
+	t->started = false;
+	t->result = 0;
+	t->fn = fn;
+	t->arg = arg;
+	t->joiner = NULL;
+	t->owner = NULL;
+	t->owner_data = NULL;
+	t->oprev = t->onext = NULL;
+	t->id = ++loop->next_id;
+	t->asan_fake_stack = NULL;
 	t->next = &loop->all;
 	t->prev = loop->all.prev;
 	loop->all.prev->next = t;
