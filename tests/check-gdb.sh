@@ -126,7 +126,7 @@ check_tasks()
 		4) fns='corio_event_wait parked_in_event' ;;
 		5) fns='corio_join parked_in_join' ;;
 		esac
-		expect "$1" "$2" "bt$n" '^#0 .*corio__task_park|^#0 .*switch_out' \
+		expect "$1" "$2" "bt$n" '^#0 .*corio__task_park|^#0 .*switch_out|^#0 .*switch_to' \
 			'^#1 ' ' trampoline \('
 		for fn in $fns; do
 			expect "$1" "$2" "bt$n" "^#[0-9]+ .*[ ]$fn \\("
