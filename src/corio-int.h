@@ -254,6 +254,9 @@ struct corio_loop {
 	size_t stack_size;		/* default for spawns */
 	uint64_t next_id;
 	uint32_t next_gen;		/* numbers waiters' submissions */
+	unsigned int sq_end;		/* sq.sqe_tail may grow to this: the
+					   kernel's SQ head, as last read,
+					   plus the ring's size */
 	uint64_t now_ns;		/* CLOCK_MONOTONIC at the turn's start */
 	uint64_t trim_at;		/* next stack trim pass, or 0 */
 	uint64_t report_at;		/* next teardown report, or 0 */
@@ -284,6 +287,7 @@ static inline struct corio_task *corio__current(void)
 
 /* loop.c */
 int corio__loop_flush(struct corio_loop *loop);
+void corio__loop_sq_room(struct corio_loop *loop);
 int corio__loop_create(struct corio_loop **out);
 void corio__loop_destroy(struct corio_loop *loop);
 void corio__loop_run(struct corio_loop *loop);
@@ -300,15 +304,18 @@ void corio__loops_spin_end(struct corio_loop *loop);
 
 /*
  * An SQE with room for a second one behind it (an op's LINK_TIMEOUT must
- * follow it in the same submission).  A full ring is submitted first.
+ * follow it in the same submission).  Without SQPOLL the kernel takes
+ * SQEs only inside an enter, so the room is known from the head it had
+ * when last read (sq_end): the common case reads no shared memory.  A full
+ * ring is submitted first (corio__loop_sq_room).
  */
 static inline struct io_uring_sqe *corio__loop_sqe(struct corio_loop *loop)
 {
-	struct io_uring *ring = &loop->ring;
+	struct io_uring_sq *sq = &loop->ring.sq;
 
-	if (corio_unlikely(io_uring_sq_space_left(ring) < 2))
-		corio__loop_flush(loop);
-	return io_uring_get_sqe(ring);
+	if (corio_unlikely((int)(loop->sq_end - sq->sqe_tail) < 2))
+		corio__loop_sq_room(loop);
+	return &sq->sqes[sq->sqe_tail++ & sq->ring_mask];
 }
 void corio__loop_reap(struct corio_loop *loop);
 
@@ -369,8 +376,24 @@ void corio__loop_set_stack_default(size_t size);
 
 /* task.c */
 void corio__task_wake(struct corio_task *t);
-void corio__task_park(struct corio_task *t, corio_cancel_hook hook,
-		      void *data);
+void corio__task_switch(struct corio_task *t);
+
+/*
+ * Parks t, the running task, until something wakes it (or hook, from
+ * corio_cancel, does).  Inline, so that an await makes one call on its
+ * way to the switch.
+ */
+static inline void corio__task_park(struct corio_task *t,
+				    corio_cancel_hook hook, void *data)
+{
+	t->state = CORIO_T_PARKED;
+	t->park_hook = hook;
+	t->park_data = data;
+	t->park_ns = t->loop->now_ns;
+	corio__task_switch(t);
+	t->park_hook = NULL;
+	t->park_data = NULL;
+}
 void corio__task_turn(struct corio_loop *loop);
 void corio__task_free(struct corio_task *t);
 struct corio_task *corio__task_spawn(corio_fn fn, void *arg,

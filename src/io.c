@@ -80,8 +80,9 @@ int corio__op_res_closed(struct corio_loop *loop, struct corio_waiter *w)
  * for it was reserved by corio__loop_sqe); its own CQE is skipped on
  * success and tagged internal otherwise, so it never wakes a task.
  */
-int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
-		     struct io_uring_sqe *sqe, unsigned int flags)
+static inline __attribute__((always_inline)) int
+op_submit(struct corio_task *t, struct corio_waiter *w,
+	  struct io_uring_sqe *sqe, unsigned int flags)
 {
 	struct corio_loop *loop = t->loop;
 
@@ -111,6 +112,12 @@ int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
 	corio__task_park(t, (flags & CORIO_OP_NOCANCEL) ? NULL : corio__op_cancel,
 			  w);
 	return w->res;
+}
+
+int corio__op_submit(struct corio_task *t, struct corio_waiter *w,
+		     struct io_uring_sqe *sqe, unsigned int flags)
+{
+	return op_submit(t, w, sqe, flags);
 }
 
 static CORIO_COLD int op_result_slow(struct corio_task *t,
@@ -154,10 +161,11 @@ bool corio__op_spurious(struct corio_task *t, const struct corio_waiter *w,
  * never escapes an await, an uncancelled task never sees -ECANCELED, and an
  * await copies no SQE for the rare retry.
  */
-static int op_await(struct corio_task *t, struct io_uring_sqe *sqe)
+static inline __attribute__((always_inline)) int
+op_await(struct corio_task *t, struct io_uring_sqe *sqe)
 {
 	struct corio_waiter w;
-	int res = corio__op_submit(t, &w, sqe, CORIO_OP_DEADLINE);
+	int res = op_submit(t, &w, sqe, CORIO_OP_DEADLINE);
 
 	if (corio_unlikely(res == -EINTR || res == -ECANCELED) &&
 	    corio__op_spurious(t, &w, res))

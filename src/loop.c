@@ -236,6 +236,20 @@ CORIO_COLD int corio__loop_flush(struct corio_loop *loop)
 }
 
 
+/* corio__loop_sqe found less than two SQEs free as of the head it knew. */
+CORIO_COLD void corio__loop_sq_room(struct corio_loop *loop)
+{
+	struct io_uring_sq *sq = &loop->ring.sq;
+
+	for (;;) {
+		loop->sq_end = IO_URING_READ_ONCE(*sq->khead) +
+			       sq->ring_entries;
+		if ((int)(loop->sq_end - sq->sqe_tail) >= 2)
+			return;
+		corio__loop_flush(loop);
+	}
+}
+
 /*
  * An SQE for a handler's op, without submitting: handlers run inside a
  * reap, where a submit would reap again.  NULL when the ring is full: the

@@ -154,9 +154,12 @@ static void asan_arrive(struct corio_loop *loop, void *fake, void *data)
  * The one place a task switches away: to the turn's next task, to the
  * first of a turn it begins itself, or to the scheduler.  Returns once
  * the task is resumed (never if it has returned).  A task that begins a
- * turn it is the first of just goes on.
+ * turn it is the first of just goes on.  Inlined into its callers: in
+ * trampoline, a call would leave one more entry on the return stack
+ * buffer for the task resumed, whose returns would all be mispredicted.
  */
-static void switch_out(struct corio_task *self)
+static inline __attribute__((always_inline)) void
+switch_out(struct corio_task *self)
 {
 	struct corio_loop *loop = self->loop;
 	struct corio_task *next = loop->turn;
@@ -188,16 +191,10 @@ static void switch_out(struct corio_task *self)
 	landed(loop, from);
 }
 
-void corio__task_park(struct corio_task *t, corio_cancel_hook hook,
-		      void *data)
+/* corio__task_park's switch: out of line, the one call of an await. */
+void corio__task_switch(struct corio_task *t)
 {
-	t->state = CORIO_T_PARKED;
-	t->park_hook = hook;
-	t->park_data = data;
-	t->park_ns = t->loop->now_ns;
 	switch_out(t);
-	t->park_hook = NULL;
-	t->park_data = NULL;
 }
 
 static _Noreturn void trampoline(transfer_t from)
@@ -238,7 +235,7 @@ void corio__task_turn(struct corio_loop *loop)
 	__sanitizer_start_switch_fiber(&loop->sched_fake_stack, t->stack.base,
 				       t->stack.size);
 #endif
-	from = jump_fcontext(t->ctx, NULL);
+	from = switch_to(t->ctx, NULL);
 #if CORIO_ASAN
 	__sanitizer_finish_switch_fiber(loop->sched_fake_stack, NULL, NULL);
 #endif
