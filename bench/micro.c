@@ -10,6 +10,9 @@
  *
  *	spawn_join  corio_spawn + corio_join of a task that returns at once,
  *	            vs make_fcontext + a jump in + a jump out on a warm stack
+ *	spawn1000   1,000 corio_spawns, then the 1,000 corio_joins, per task,
+ *	            vs 1,000 make_fcontexts on 1,000 stacks, then a jump into
+ *	            each and back (the same pages touched, in the same order)
  *	yield       a round trip of corio_yield between two tasks (each yields
  *	            once), vs two fcontexts run in turn by a minimal scheduler
  *	            (four jumps, as in corio: task, scheduler, task, scheduler)
@@ -111,6 +114,33 @@ static int spawn_join_main(void *arg)
 		}
 	}
 	result = (double)(corio_now() - start) / (double)n;
+	return 0;
+}
+
+#define FANOUT	1000
+
+static int spawn1000_main(void *arg)
+{
+	static corio_task *t[FANOUT];
+	uint64_t i, rounds = arg_n / FANOUT, start = 0;
+	int round, k;
+
+	(void)arg;
+	for (round = 0; round < 2; round++) {
+		uint64_t m = round ? rounds : rounds / 10 + 1;
+
+		start = corio_now();
+		for (i = 0; i < m; i++) {
+			for (k = 0; k < FANOUT; k++) {
+				t[k] = corio_spawn(nothing, NULL);
+				if (!t[k])
+					fail("corio_spawn", errno);
+			}
+			for (k = 0; k < FANOUT; k++)
+				corio_join(t[k]);
+		}
+	}
+	result = (double)(corio_now() - start) / (double)(rounds * FANOUT);
 	return 0;
 }
 
@@ -249,6 +279,11 @@ static double corio_spawn_join(uint64_t n)
 	return in_corio(spawn_join_main, n);
 }
 
+static double corio_spawn1000(uint64_t n)
+{
+	return in_corio(spawn1000_main, n);
+}
+
 static double corio_yield2(uint64_t n)
 {
 	return in_corio(yield_main, n);
@@ -321,6 +356,36 @@ static double fctx_make_jump(uint64_t n)
 		}
 	}
 	return (double)(now_ns() - start) / (double)n;
+}
+
+static double fctx_make_jump_1000(uint64_t n)
+{
+	static char *region;
+	static fcontext_t ctx[FANOUT];
+	uint64_t i, rounds = n / FANOUT, start = 0;
+	int round, k;
+
+	if (!region) {
+		region = mmap(NULL, (size_t)FANOUT * STACK_SIZE,
+			      PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (region == MAP_FAILED)
+			fail("mmap", errno);
+	}
+	for (round = 0; round < 2; round++) {
+		uint64_t m = round ? rounds : rounds / 10 + 1;
+
+		start = now_ns();
+		for (i = 0; i < m; i++) {
+			for (k = 0; k < FANOUT; k++)
+				ctx[k] = make_fcontext(region + (size_t)(k + 1) *
+						       STACK_SIZE, STACK_SIZE,
+						       once_fn);
+			for (k = 0; k < FANOUT; k++)
+				jump_fcontext(ctx[k], NULL);
+		}
+	}
+	return (double)(now_ns() - start) / (double)(rounds * FANOUT);
 }
 
 static double fctx_two(uint64_t n)
@@ -415,6 +480,8 @@ static double uring_nop1(uint64_t n)
 static const struct bench benches[] = {
 	{ "spawn_join", "fcontext_make_jump", 1000000, corio_spawn_join,
 	  fctx_make_jump },
+	{ "spawn1000", "fcontext_make_jump_1000", 1000000, corio_spawn1000,
+	  fctx_make_jump_1000 },
 	{ "yield", "fcontext_two_tasks", 2000000, corio_yield2, fctx_two },
 	{ "sleep0", "fcontext_round_trip", 2000000, corio_sleep0, fctx_one },
 	{ "nop64", "uring_nop_batch64", 2000000, corio_nop64, uring_nop64 },

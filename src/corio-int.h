@@ -494,7 +494,14 @@ static inline int corio__op_check(struct corio_task *t, bool cancellable)
 struct corio_task *corio__stack_get(struct corio_loop *loop, size_t size);
 struct corio_task *corio__stack_get_heap(struct corio_loop *loop,
 					 size_t size);
-char *corio__stack_top(const struct corio_task *t);
+/* The room at a stack's top for its task's record, a cache line multiple. */
+#define CORIO_TASK_ROOM	((sizeof(struct corio_task) + 63) & ~(size_t)63)
+
+/* Where t's frames begin: the record's place at the top of the stack. */
+static inline char *corio__stack_top(const struct corio_task *t)
+{
+	return t->stack.base + t->stack.size - CORIO_TASK_ROOM;
+}
 void corio__stack_release(struct corio_task *t);
 void corio__stack_put(struct corio_task *t);
 size_t corio__stack_mapped(const struct corio_loop *loop);

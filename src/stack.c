@@ -93,6 +93,7 @@ struct corio_stack_pool {
 	char *guarded_end;	/* stacks below this have their guard */
 	size_t slab_stacks;	/* stacks in the next slab */
 	struct slab *slabs;
+	bool vg;		/* under valgrind: stacks are registered */
 };
 
 enum guard_kind { GUARD_UNPROBED, GUARD_BATCHED, GUARD_MADVISE,
@@ -144,9 +145,7 @@ size_t corio__stack_round(size_t size)
 
 static struct corio_task *task_at_top(char *base, size_t size)
 {
-	size_t room = (sizeof(struct corio_task) + 63) & ~(size_t)63;
-
-	return (struct corio_task *)(base + size - room);
+	return (struct corio_task *)(base + size - CORIO_TASK_ROOM);
 }
 
 /*
@@ -230,8 +229,8 @@ static CORIO_COLD int slab_new(struct corio_stack_pool *pool)
 	return 0;
 }
 
-static struct corio_stack_pool *pool_find(struct corio_loop *loop,
-					  size_t size)
+static CORIO_COLD struct corio_stack_pool *pool_add(struct corio_loop *loop,
+						    size_t size)
 {
 	struct corio_stack_pool *pool;
 
@@ -244,9 +243,19 @@ static struct corio_stack_pool *pool_find(struct corio_loop *loop,
 	pool->size = size;
 	pool->stride = size + page_size;
 	pool->slab_stacks = SLAB_MIN_STACKS;
+	pool->vg = under_valgrind();
 	pool->next = loop->pools;
 	loop->pools = pool;
 	return pool;
+}
+
+/* The pool of stacks of size: nearly always the first, the default's. */
+static inline struct corio_stack_pool *pool_find(struct corio_loop *loop,
+						 size_t size)
+{
+	struct corio_stack_pool *pool = loop->pools;
+
+	return pool && pool->size == size ? pool : pool_add(loop, size);
 }
 
 static CORIO_COLD char *stack_carve(struct corio_stack_pool *pool,
@@ -302,7 +311,10 @@ static void stack_attach(struct corio_task *t, struct corio_stack_pool *pool,
 	if (canary)
 		*(uint64_t *)base = CANARY;
 #if CORIO_HAVE_VALGRIND
-	t->stack.vg_id = VALGRIND_STACK_REGISTER(base, base + pool->size);
+	/* A client request costs a dozen instructions even natively. */
+	if (pool->vg)
+		t->stack.vg_id = VALGRIND_STACK_REGISTER(base,
+							 base + pool->size);
 #endif
 }
 
@@ -349,11 +361,6 @@ struct corio_task *corio__stack_get_heap(struct corio_loop *loop,
 	return t;
 }
 
-/* Where t's frames begin: the record's place at the top of the stack. */
-char *corio__stack_top(const struct corio_task *t)
-{
-	return (char *)task_at_top(t->stack.base, t->stack.size);
-}
 
 static int cmp_entry(const void *a, const void *b)
 {
@@ -443,7 +450,8 @@ void corio__stack_release(struct corio_task *t)
 		return;
 	t->stack.base = NULL;
 #if CORIO_HAVE_VALGRIND
-	VALGRIND_STACK_DEREGISTER(t->stack.vg_id);
+	if (pool->vg)
+		VALGRIND_STACK_DEREGISTER(t->stack.vg_id);
 #endif
 	if (pool->nr_free == pool->cap_free) {
 		size_t cap = pool->cap_free ? pool->cap_free * 2 : 64;
