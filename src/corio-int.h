@@ -375,7 +375,22 @@ size_t corio__stack_default(void);
 void corio__loop_set_stack_default(size_t size);
 
 /* task.c */
-void corio__task_wake(struct corio_task *t);
+/* t goes to the back of the ready queue: it runs next turn. */
+static inline void corio__task_wake(struct corio_task *t)
+{
+	struct corio_loop *loop = t->loop;
+
+	if (corio_unlikely(t->state == CORIO_T_READY ||
+			   t->state == CORIO_T_DONE))
+		corio__bug("woke a task that was not waiting");
+	t->state = CORIO_T_READY;
+	t->next_ready = NULL;
+	if (loop->ready_tail)
+		loop->ready_tail->next_ready = t;
+	else
+		loop->ready_head = t;
+	loop->ready_tail = t;
+}
 void corio__task_switch(struct corio_task *t);
 
 /*

@@ -127,7 +127,7 @@ void corio__loop_reap(struct corio_loop *loop)
 	/* Pairs with the kernel's release of the tail: the CQEs before it
 	 * are fully written. */
 	unsigned int tail = io_uring_smp_load_acquire(cq->ktail);
-	unsigned int n = tail - head;
+	unsigned int n = tail - head, woken = 0;
 
 	for (; head != tail; head++) {
 		const struct io_uring_cqe *cqe = &cq->cqes[head & cq->ring_mask];
@@ -143,6 +143,14 @@ void corio__loop_reap(struct corio_loop *loop)
 			continue;
 		}
 		w = corio__ud_waiter(cqe->user_data);
+		/* The waiters sit on as many stacks as CQEs: fetch ahead. */
+		if (corio_likely(head + 2 != tail)) {
+			uint64_t ud = cq->cqes[(head + 2) & cq->ring_mask]
+					  .user_data;
+
+			if (!(ud & CORIO_UD_INTERNAL))
+				__builtin_prefetch(corio__ud_waiter(ud), 1);
+		}
 		if (corio_unlikely(cqe->flags & (IORING_CQE_F_MORE |
 						 IORING_CQE_F_NOTIF))) {
 			if (cqe->flags & IORING_CQE_F_MORE) {
@@ -157,11 +165,12 @@ void corio__loop_reap(struct corio_loop *loop)
 		if (corio_unlikely(loop->closing && w->res < 0))
 			w->res = corio__op_res_closed(loop, w);
 		w->done = true;
-		loop->stats.ops_in_flight--;
+		woken++;
 		corio__task_wake(w->task);
 	}
 	/* The kernel may reuse the slots once it sees the new head. */
 	io_uring_smp_store_release(cq->khead, head);
+	loop->stats.ops_in_flight -= woken;
 	loop->stats.cqes += n;
 }
 

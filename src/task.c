@@ -31,22 +31,6 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-void corio__task_wake(struct corio_task *t)
-{
-	struct corio_loop *loop = t->loop;
-
-	if (corio_unlikely(t->state == CORIO_T_READY ||
-			   t->state == CORIO_T_DONE))
-		corio__bug("woke a task that was not waiting");
-	t->state = CORIO_T_READY;
-	t->next_ready = NULL;
-	if (loop->ready_tail)
-		loop->ready_tail->next_ready = t;
-	else
-		loop->ready_head = t;
-	loop->ready_tail = t;
-}
-
 /*
  * jump_fcontext, entered by a jump with the return address pushed by
  * hand instead of by a call.  Boost's jump_fcontext resumes the other
