@@ -110,6 +110,100 @@ static void test_yield_alternates(void **state)
 	RUN(yield_alternation_main, NULL);
 }
 
+/*
+ * Tasks that only yield begin turns among themselves without the
+ * scheduler (task.c, quick turns): I/O must still be reaped among them.
+ * Two spinners yield until a sleeper that slept 2 ms says so; each round
+ * the sleep lands at another point of their turns.
+ */
+static volatile bool woke_up;
+
+static int spinner(void *arg)
+{
+	unsigned long *n = arg;
+
+	while (!woke_up) {
+		assert_int_equal(corio_yield(), 0);
+		(*n)++;
+		assert_true(*n < 100000000ul);	/* starved: the sleep never came */
+	}
+	return 0;
+}
+
+static int sleeper(void *arg)
+{
+	(void)arg;
+	assert_int_equal(corio_sleep(CORIO_MSEC(2)), 0);
+	woke_up = true;
+	return 0;
+}
+
+static int spin_sleep_main(void *arg)
+{
+	unsigned long spins[2] = { 0, 0 };
+	struct corio_stats before, after;
+	corio_task *t[3];
+	int round, i;
+
+	(void)arg;
+	for (round = 0; round < 20; round++) {
+		woke_up = false;
+		assert_int_equal(corio_stats(&before), 0);
+		t[0] = corio_spawn(spinner, &spins[0]);
+		for (i = 0; i < round % 4; i++)
+			assert_int_equal(corio_yield(), 0);
+		t[1] = corio_spawn(sleeper, NULL);
+		t[2] = corio_spawn(spinner, &spins[1]);
+		for (i = 0; i < 3; i++)
+			assert_non_null(t[i]);
+		for (i = 0; i < 3; i++)
+			assert_int_equal(corio_join(t[i]), 0);
+		assert_int_equal(corio_stats(&after), 0);
+		assert_true(after.enters > before.enters);
+		assert_true(after.turns > before.turns + 2);
+	}
+	return 0;
+}
+
+static void test_yielders_do_not_starve_io(void **state)
+{
+	(void)state;
+	RUN(spin_sleep_main, NULL);
+}
+
+/* main returns while tasks only yield: teardown still cancels them. */
+static int yield_forever(void *arg)
+{
+	int *seen = arg;
+	int ret;
+
+	while ((ret = corio_yield()) == 0)
+		;
+	*seen = ret;
+	return 0;
+}
+
+static int return_while_yielding_main(void *arg)
+{
+	int *seen = arg;
+
+	corio_detach(corio_spawn(yield_forever, &seen[0]));
+	corio_detach(corio_spawn(yield_forever, &seen[1]));
+	assert_int_equal(corio_yield(), 0);
+	assert_int_equal(corio_yield(), 0);
+	return 0;
+}
+
+static void test_main_returns_while_others_yield(void **state)
+{
+	int seen[2] = { 0, 0 };
+
+	(void)state;
+	RUN(return_while_yielding_main, seen);
+	assert_int_equal(seen[0], -ECANCELED);
+	assert_int_equal(seen[1], -ECANCELED);
+}
+
 /* A task appended behind the ready ones: spawn, spawn, yield. */
 static int spawn_spawn_yield_main(void *arg)
 {
@@ -949,6 +1043,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		CORIO_TEST(test_spawn_is_lazy_and_ordered),
 		CORIO_TEST(test_yield_alternates),
+		CORIO_TEST(test_yielders_do_not_starve_io),
+		CORIO_TEST(test_main_returns_while_others_yield),
 		CORIO_TEST(test_spawn_spawn_yield_runs_both_first),
 		CORIO_TEST(test_join_returns_result),
 		CORIO_TEST(test_join_finished_task),
