@@ -560,6 +560,23 @@ int corio__tls_flush(struct corio_tls *t);
 void corio__tls_free(struct corio_tls *t);
 const char *corio__tls_errstr(const struct corio_tls *t);
 void corio__stream_set_tls(struct corio_stream *s, struct corio_tls *t);
+/*
+ * ktls.c: what the records the kernel decrypted mean (their type comes in
+ * a cmsg): a pure state machine, fed each recvmsg's bytes in order.
+ */
+struct corio_ktls_rx {
+	int version;		/* TLS1_2_VERSION or TLS1_3_VERSION */
+	int warnings;		/* TLS 1.2 warning alerts in a row */
+	bool closed;		/* close_notify came: reads are EOF */
+	unsigned char alert[2], alen;	/* an alert being read */
+	unsigned char hs[4], hslen;	/* a handshake message's header */
+	uint32_t hsleft;	/* that message's body bytes still to skip */
+	char why[128];		/* the text of the last error */
+};
+#define CORIO_KTLS_DATA	1	/* application data: the bytes are the caller's */
+#define CORIO_KTLS_SKIP	2	/* a control record handled: read on */
+int corio__ktls_record(struct corio_ktls_rx *rx, int type,
+		       const unsigned char *p, size_t n);
 
 /* stream.c: the delimiter search, pure, fuzzed by tests/fuzz/ */
 size_t corio__stream_scan(const void *buf, size_t len, const void *delim,

@@ -1939,7 +1939,79 @@ static void test_openssl_out_of_memory_enomem(void **state)
 	ctxs_free(&x);
 }
 
+/* ---- kTLS: control records (gh15) ------------------------------------- */
+
+static int rec(struct corio_ktls_rx *rx, int type, const char *p, size_t n)
+{
+	return corio__ktls_record(rx, type, (const unsigned char *)p, n);
+}
+
+static void test_ktls_control_records_gh15(void **state)
+{
+	static const char nst[] = "\x04\x00\x00\x05" "abcde";
+	struct corio_ktls_rx rx = { .version = TLS1_3_VERSION };
+	int i;
+
+	(void)state;
+	need(false);
+	assert_int_equal(rec(&rx, 23, "abc", 3), CORIO_KTLS_DATA);
+	assert_int_equal(rec(&rx, 23, "", 0), CORIO_KTLS_SKIP);
+	/* Session tickets: skipped, whole, two in a record, or in pieces. */
+	assert_int_equal(rec(&rx, 22, nst, 9), CORIO_KTLS_SKIP);
+	assert_int_equal(rec(&rx, 22, "\x04\x00\x00\x01" "a"
+			     "\x04\x00\x00\x00", 9), CORIO_KTLS_SKIP);
+	for (i = 0; i < 9; i++)
+		assert_int_equal(rec(&rx, 22, nst + i, 1), CORIO_KTLS_SKIP);
+	assert_int_equal(rec(&rx, 23, "abc", 3), CORIO_KTLS_DATA);
+	/* errors: corio_tls.3 EPROTO */
+	assert_int_equal(rec(&rx, 22, "\x18\x00\x00\x01\x00", 5), -EPROTO);
+	assert_non_null(strstr(rx.why, "KeyUpdate"));
+
+	/* A ticket cut by data is an error. */
+	rx = (struct corio_ktls_rx){ .version = TLS1_3_VERSION };
+	assert_int_equal(rec(&rx, 22, nst, 6), CORIO_KTLS_SKIP);
+	assert_int_equal(rec(&rx, 23, "x", 1), -EPROTO);
+
+	/* close_notify, whole or in two reads: end of file. */
+	rx = (struct corio_ktls_rx){ .version = TLS1_3_VERSION };
+	assert_int_equal(rec(&rx, 21, "\x01\x00", 2), 0);
+	assert_true(rx.closed);
+	rx = (struct corio_ktls_rx){ .version = TLS1_3_VERSION };
+	assert_int_equal(rec(&rx, 21, "\x01", 1), CORIO_KTLS_SKIP);
+	assert_int_equal(rec(&rx, 21, "\x00", 1), 0);
+	/* user_canceled comes before a close_notify; anything else ends. */
+	rx = (struct corio_ktls_rx){ .version = TLS1_3_VERSION };
+	assert_int_equal(rec(&rx, 21, "\x01\x5a", 2), CORIO_KTLS_SKIP);
+	assert_int_equal(rec(&rx, 21, "\x02\x14", 2), -EPROTO);
+	assert_string_equal(rx.why, "read: fatal alert from the peer: bad "
+			    "record mac");
+	rx = (struct corio_ktls_rx){ .version = TLS1_3_VERSION };
+	assert_int_equal(rec(&rx, 21, "\x01\x64", 2), -EPROTO);
+	/* Other record types. */
+	rx = (struct corio_ktls_rx){ .version = TLS1_3_VERSION };
+	assert_int_equal(rec(&rx, 20, "\x01", 1), -EPROTO);
+	assert_int_equal(rec(&rx, 24, "\x01", 1), -EPROTO);
+
+	/* TLS 1.2: warnings pass, a few in a row; HelloRequest is ignored,
+	 * a renegotiation and a ticket are errors. */
+	rx = (struct corio_ktls_rx){ .version = TLS1_2_VERSION };
+	for (i = 0; i < 3; i++)
+		assert_int_equal(rec(&rx, 21, "\x01\x64", 2), CORIO_KTLS_SKIP);
+	assert_int_equal(rec(&rx, 23, "x", 1), CORIO_KTLS_DATA);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(rec(&rx, 21, "\x01\x64", 2), CORIO_KTLS_SKIP);
+	assert_int_equal(rec(&rx, 21, "\x01\x64", 2), -EPROTO);
+	rx = (struct corio_ktls_rx){ .version = TLS1_2_VERSION };
+	assert_int_equal(rec(&rx, 22, "\x00\x00\x00\x00", 4), CORIO_KTLS_SKIP);
+	assert_int_equal(rec(&rx, 22, "\x01\x00\x00\x00", 4), -EPROTO);
+	assert_non_null(strstr(rx.why, "renegotiation"));
+	rx = (struct corio_ktls_rx){ .version = TLS1_2_VERSION };
+	assert_int_equal(rec(&rx, 22, nst, 9), -EPROTO);
+}
+
+
 /* ---- no leaked SSL object ----------------------------------------------- */
+
 
 /* A bit of everything: a handshake and echo, failures, a cancellation. */
 static int churn_main(void *arg)
@@ -2116,6 +2188,7 @@ int main(void)
 		TLS_TEST(test_openssl_out_of_memory_enomem),
 		TLS_TEST(test_no_leaked_ssl_objects),
 		TLS_TEST(test_echo_examples_over_tls),
+		TLS_TEST(test_ktls_control_records_gh15),
 	};
 
 	/* Before OpenSSL's first allocation, or it refuses. */
