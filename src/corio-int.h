@@ -474,6 +474,7 @@ uint64_t corio__dump_slow_ns(void);
 #define CORIO_FEAT_SEND_ZC	(1u << 3)	/* "send_zc": IORING_OP_SEND_ZC */
 #define CORIO_FEAT_SPLICE	(1u << 4)	/* "splice": IORING_OP_SPLICE */
 #define CORIO_FEAT_MSG_RING	(1u << 5)	/* "msg_ring": IORING_OP_MSG_RING */
+#define CORIO_FEAT_KTLS		(1u << 6)	/* "ktls": the kernel's TLS */
 
 /* env.c: the CORIO_FEAT_* bits that CORIO_DISABLE names. */
 unsigned int corio__env_disabled(void);
@@ -560,9 +561,33 @@ int corio__tls_flush(struct corio_tls *t);
 void corio__tls_free(struct corio_tls *t);
 const char *corio__tls_errstr(const struct corio_tls *t);
 void corio__stream_set_tls(struct corio_stream *s, struct corio_tls *t);
+/* Which directions the kernel took over (CORIO_KTLS_*), and if not both, why. */
+#define CORIO_KTLS_RX	1
+#define CORIO_KTLS_TX	2
+int corio__tls_ktls(const struct corio_tls *t, const char **why);
+int corio__stream_ktls(const struct corio_stream *s, const char **why);
+
 /*
- * ktls.c: what the records the kernel decrypted mean (their type comes in
- * a cmsg): a pure state machine, fed each recvmsg's bytes in order.
+ * ktls.c: handing a TLS stream's keys to the kernel's "tls" ULP.  tls.c
+ * embeds a struct corio_ktls in each TLS stream and calls these in
+ * order: track (before the handshake), scan and call_end (during it),
+ * ready, attach, watch (while tls.c drains early records), set, end.
+ */
+struct ssl_st;
+
+/* One direction's ciphertext, cut into TLS records by their headers. */
+struct corio_ktls_scan {
+	uint64_t nr;		/* records whose 5-byte header was seen */
+	uint64_t since_ccs;	/* of those, after the last ChangeCipherSpec */
+	uint32_t left;		/* the current record's body bytes to come */
+	unsigned char hdr[5], hlen;
+	unsigned char head[8], headlen;	/* the current body's first bytes */
+};
+void corio__ktls_scan(struct corio_ktls_scan *s, const void *p, size_t n);
+
+/*
+ * What the records the kernel decrypted mean (their type comes in a
+ * cmsg): a pure state machine, fed each recvmsg's bytes in order.
  */
 struct corio_ktls_rx {
 	int version;		/* TLS1_2_VERSION or TLS1_3_VERSION */
@@ -577,6 +602,49 @@ struct corio_ktls_rx {
 #define CORIO_KTLS_SKIP	2	/* a control record handled: read on */
 int corio__ktls_record(struct corio_ktls_rx *rx, int type,
 		       const unsigned char *p, size_t n);
+
+struct corio_ktls {
+	bool track;		/* counting records: kTLS may follow */
+	bool tx_logged;		/* our TLS 1.3 write secret came this call */
+	bool tx_marked;		/* tx_mark is set */
+	bool tx_ok;		/* ready: the kernel may take TX too */
+	bool spoiled;		/* a drained record changed more than data */
+	int dirs;		/* CORIO_KTLS_*: what the kernel does */
+	uint64_t tx_mark;	/* out.nr when our write key changed */
+	struct corio_ktls_scan out;	/* what left OpenSSL */
+	/* TLS 1.3 application traffic secrets: [0] ours, [1] the peer's */
+	unsigned char secret[2][64];
+	unsigned char secret_len[2];
+	struct corio_ktls_rx rx;
+	char why[128];		/* why the kernel does not take both */
+};
+bool corio__ktls_track(struct corio_ktls *k, struct ssl_st *ssl, int fd);
+void corio__ktls_call_end(struct corio_ktls *k);
+bool corio__ktls_ready(struct corio_ktls *k, struct ssl_st *ssl);
+int corio__ktls_attach(struct corio_ktls *k, int fd);
+void corio__ktls_watch(struct corio_ktls *k, struct ssl_st *ssl, bool on);
+void corio__ktls_set(struct corio_ktls *k, struct ssl_st *ssl, int fd,
+		     uint64_t rx_early);
+void corio__ktls_end(struct corio_ktls *k, struct ssl_st *ssl);
+ssize_t corio__ktls_recv(struct corio_ktls *k, int fd, void *buf, size_t len,
+			 char *err, size_t errlen);
+int corio__ktls_close(int fd);
+void corio__ktls_forget(void);	/* the cached ENOENT (for the tests) */
+
+#if CORIO_HAVE_KTLS
+#include <linux/tls.h>
+
+/* What setsockopt(SOL_TLS, TLS_TX or TLS_RX) takes. */
+union corio_ktls_info {
+	struct tls_crypto_info info;
+	struct tls12_crypto_info_aes_gcm_128 gcm128;
+	struct tls12_crypto_info_aes_gcm_256 gcm256;
+	struct tls12_crypto_info_chacha20_poly1305 chacha;
+};
+int corio__ktls_crypto_info(const struct corio_ktls *k, struct ssl_st *ssl,
+			    bool tx, uint64_t rx_early,
+			    union corio_ktls_info *out);
+#endif
 
 /* stream.c: the delimiter search, pure, fuzzed by tests/fuzz/ */
 size_t corio__stream_scan(const void *buf, size_t len, const void *delim,

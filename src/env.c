@@ -80,6 +80,7 @@ unsigned int corio__env_disabled(void)
 		{ "send_zc", CORIO_FEAT_SEND_ZC },
 		{ "splice", CORIO_FEAT_SPLICE },
 		{ "msg_ring", CORIO_FEAT_MSG_RING },
+		{ "ktls", CORIO_FEAT_KTLS },
 	};
 	const char *s = getenv("CORIO_DISABLE"), *end;
 	unsigned int mask = 0;
@@ -99,7 +100,7 @@ unsigned int corio__env_disabled(void)
 		else if (n)
 			fprintf(stderr, "corio: ignoring \"%.*s\" in "
 				"CORIO_DISABLE (known: bufring, buf_inc, bundle, "
-				"send_zc, splice, msg_ring)\n", (int)n, s);
+				"send_zc, splice, msg_ring, ktls)\n", (int)n, s);
 	}
 	return mask;
 }

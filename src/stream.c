@@ -344,7 +344,8 @@ static int drain(struct corio_stream *s, const char *p, size_t len)
 	ssize_t n;
 	int nr;
 
-	if (s->tls) {
+	/* With kTLS the kernel encrypts what the fd takes: a plain write. */
+	if (s->tls && !(corio__tls_ktls(s->tls, NULL) & CORIO_KTLS_TX)) {
 		/* Taken whole by OpenSSL: what is not sent yet stays in its
 		 * output BIO, ahead of the next write. */
 		n = s->wlen ? corio__tls_write(s->tls, s->wbuf, s->wlen) : 0;
@@ -465,6 +466,16 @@ void corio_stream_free(corio_stream *s)
 void corio__stream_set_tls(struct corio_stream *s, struct corio_tls *t)
 {
 	s->tls = t;
+}
+
+int corio__stream_ktls(const struct corio_stream *s, const char **why)
+{
+	if (!s->tls) {
+		if (why)
+			*why = "not a TLS stream";
+		return 0;
+	}
+	return corio__tls_ktls(s->tls, why);
 }
 
 int corio_tls_error(const corio_stream *s, char *buf, size_t len)

@@ -15,12 +15,22 @@
  *
  * OpenSSL's error queue is per thread, and the loop's tasks share a
  * thread: it is cleared before each SSL call and read right after, with
- * no suspension in between.  kTLS: the kernel's TLS ULP is probed
- * (tcp_available_ulp); encryption stays in user space, see corio(7).
+ * no suspension in between.
+ *
+ * kTLS: on a TCP socket, once the handshake is done, the kernel's TLS
+ * ULP may take the keys (ktls.c derives them and says in which order and
+ * with which fallbacks).  Then reads are corio__ktls_recv (recvmsg, the
+ * record type in a cmsg) and writes plain ones (stream.c writes to the
+ * fd as for a plain stream); in a direction the kernel did not take,
+ * OpenSSL goes on as above.  While the handover may follow, read-ahead
+ * is off (OpenSSL takes one record at a time, so none is hidden in its
+ * buffer) and the records leaving OpenSSL are counted (flush_out); the
+ * records that arrived with the handshake's last bytes are decrypted by
+ * OpenSSL before the kernel decrypts (drain_early), their plaintext
+ * returned by the next reads (early).
  */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -49,10 +59,14 @@ struct corio_tls {
 	int fd;
 	bool eof;		/* the peer closed the TCP connection */
 	bool sending;		/* a task is in flush_out */
-	char in[NET_CHUNK];	/* ciphertext received, on its way to rbio */
-	char out[NET_CHUNK];	/* taken from wbio: out[opos, olen) unsent */
+	/* NULL once the kernel encrypts and decrypts: */
+	char *in;		/* NET_CHUNK: ciphertext on its way to rbio */
+	char *out;		/* NET_CHUNK: taken from wbio, out[opos, olen) unsent */
 	int opos, olen;
 	int failed;		/* a read's error kept for the next read */
+	char *early;		/* plaintext drained before kTLS: [epos, elen) */
+	size_t epos, elen;
+	struct corio_ktls k;
 	char err[256];
 };
 
@@ -94,17 +108,20 @@ static int flush_out(struct corio_tls *t)
 {
 	int ret = 0;
 
-	if (t->sending)
+	if (t->sending || (t->k.dirs & CORIO_KTLS_TX))
 		return 0;
 	t->sending = true;
 	for (;;) {
 		if (t->opos == t->olen) {
 			t->opos = 0;
-			t->olen = BIO_read(t->wbio, t->out, sizeof(t->out));
+			t->olen = BIO_read(t->wbio, t->out, NET_CHUNK);
 			if (t->olen <= 0) {
 				t->olen = 0;
 				break;
 			}
+			if (t->k.track)
+				corio__ktls_scan(&t->k.out, t->out,
+						 (size_t)t->olen);
 		}
 		while (t->opos < t->olen) {
 			ssize_t w = corio_send(t->fd, t->out + t->opos,
@@ -130,7 +147,16 @@ int corio__tls_flush(struct corio_tls *t)
 /* One receive into rbio: >0, 0 at EOF, or -errno. */
 static ssize_t fill_in(struct corio_tls *t)
 {
-	ssize_t n = corio_recv(t->fd, t->in, sizeof(t->in), 0);
+	ssize_t n;
+
+	/* The kernel decrypts: OpenSSL's read side is over, and nothing it
+	 * does when it writes (no handshake runs) makes it read. */
+	if (t->k.dirs & CORIO_KTLS_RX) {
+		snprintf(t->err, sizeof(t->err), "OpenSSL wants to read, and "
+			 "the kernel decrypts (kTLS)");
+		return -EPROTO;
+	}
+	n = corio_recv(t->fd, t->in, NET_CHUNK, 0);
 
 	if (n > 0)
 		BIO_write(t->rbio, t->in, (int)n);
@@ -188,12 +214,34 @@ static int handshake(struct corio_tls *t)
 	for (;;) {
 		err_clear();
 		ret = SSL_do_handshake(t->ssl);
-		if (ret == 1)
-			return flush_out(t);
+		if (ret == 1) {
+			s = flush_out(t);
+			corio__ktls_call_end(&t->k);
+			return s;
+		}
 		s = step(t, ret, "handshake");
 		if (s <= 0)
 			return s == 0 ? -ECONNRESET : s;
+		/* This call's records are all counted: step sent them. */
+		corio__ktls_call_end(&t->k);
 	}
+}
+
+/* Plaintext drained before the kernel decrypted, for the reads first. */
+static ssize_t take_early(struct corio_tls *t, void *buf, size_t len)
+{
+	size_t n = t->elen - t->epos;
+
+	if (n > len)
+		n = len;
+	memcpy(buf, t->early + t->epos, n);
+	t->epos += n;
+	if (t->epos == t->elen) {
+		free(t->early);
+		t->early = NULL;
+		t->epos = t->elen = 0;
+	}
+	return (ssize_t)n;
 }
 
 ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
@@ -202,8 +250,18 @@ ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
 
 	if (len > INT32_MAX)
 		len = INT32_MAX;
+	if (t->early)
+		return take_early(t, buf, len);
 	if (t->failed)
 		return t->failed;
+	if (t->k.dirs & CORIO_KTLS_RX) {
+		ssize_t n = corio__ktls_recv(&t->k, t->fd, buf, len, t->err,
+					     sizeof(t->err));
+
+		if (n == -EPROTO)
+			t->failed = -EPROTO;
+		return n;
+	}
 	for (;;) {
 		err_clear();
 		ret = SSL_read(t->ssl, buf, (int)len);
@@ -275,6 +333,14 @@ int corio__tls_close(struct corio_tls *t)
 {
 	int ret;
 
+	if (t->k.dirs & CORIO_KTLS_TX) {
+		ret = corio__ktls_close(t->fd);
+		/* As SSL_shutdown would: the session stays resumable. */
+		if (ret == 0)
+			SSL_set_shutdown(t->ssl, SSL_get_shutdown(t->ssl) |
+					 SSL_SENT_SHUTDOWN);
+		return ret;
+	}
 	ERR_clear_error();
 	ret = SSL_shutdown(t->ssl);
 	ERR_clear_error();
@@ -286,7 +352,10 @@ void corio__tls_free(struct corio_tls *t)
 {
 	if (!t)
 		return;
+	corio__ktls_end(&t->k, t->ssl);
 	SSL_free(t->ssl);	/* and its BIOs */
+	free(t->in);		/* and out */
+	free(t->early);
 	free(t);
 }
 
@@ -295,27 +364,149 @@ const char *corio__tls_errstr(const struct corio_tls *t)
 	return t ? t->err : last_err;
 }
 
-static bool ktls;
-static pthread_once_t ktls_once = PTHREAD_ONCE_INIT;
-
-static void ktls_probe(void)
+int corio__tls_ktls(const struct corio_tls *t, const char **why)
 {
-	char line[256] = "";
-	FILE *f = fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r");
-
-	if (!f)
-		return;
-	if (!fgets(line, sizeof(line), f))
-		line[0] = 0;
-	fclose(f);
-	ktls = strstr(line, "tls") != NULL;
+	if (why)
+		*why = t->k.why;
+	return t->k.dirs;
 }
 
-/* Whether the kernel could encrypt (the TLS ULP is loaded): once. */
-static bool ktls_available(void)
+/* A record's header and body, at most (TLS 1.2's ciphertext limit). */
+#define RECORD_MAX	(5u + 16384u + 2048u)
+
+/*
+ * Before the kernel decrypts: the records that came with the handshake's
+ * last bytes (in rbio: read-ahead is off, so OpenSSL holds none) go
+ * through OpenSSL here, one at a time, their plaintext to t->early; a
+ * record cut short is completed from the socket first, reading no byte
+ * past it.  *nr gets how many were drained.  false if the kernel must
+ * not take over: a record that changed more than data (a key update, an
+ * alert, a renegotiation: ktls.c's watch), something OpenSSL wrote, an
+ * error, no memory; what was not drained is back in rbio for OpenSSL.
+ */
+static bool drain_early(struct corio_tls *t, uint64_t *nr)
 {
-	pthread_once(&ktls_once, ktls_probe);
-	return ktls;
+	size_t have = BIO_ctrl_pending(t->rbio), off, want, rlen = 0;
+	unsigned char *raw;
+	bool ok = true;
+	ssize_t n;
+	int r, e;
+
+	*nr = 0;
+	/* Read-ahead is off, so this is only a check of it. */
+	if (SSL_has_pending(t->ssl)) {
+		snprintf(t->k.why, sizeof(t->k.why), "OpenSSL holds records "
+			 "received");
+		return false;
+	}
+	if (have == 0)
+		return true;
+	raw = malloc(have + RECORD_MAX);
+	t->early = malloc(have);
+	if (!raw || !t->early) {
+		free(raw);
+		free(t->early);
+		t->early = NULL;
+		snprintf(t->k.why, sizeof(t->k.why), "early records: out of "
+			 "memory");
+		return false;
+	}
+	BIO_read(t->rbio, raw, (int)have);
+	for (off = 0; off < have; off += want) {
+		want = have - off < 5 ? 5 :
+		       5 + ((size_t)raw[off + 3] << 8 | raw[off + 4]);
+		if (want > RECORD_MAX) {
+			snprintf(t->k.why, sizeof(t->k.why), "early records: "
+				 "a record of %zu bytes", want);
+			ok = false;
+			break;
+		}
+		if (have - off >= want)
+			continue;
+		/* The peer writes whole records: the rest is on its way. */
+		n = corio_recv(t->fd, raw + have, want - (have - off), 0);
+		if (n <= 0) {
+			if (n == 0)
+				t->eof = true;
+			snprintf(t->k.why, sizeof(t->k.why), "early records: "
+				 "%s", n ? strerror((int)-n) : "EOF");
+			ok = false;
+			break;
+		}
+		have += (size_t)n;
+		want = 0;	/* the same record again */
+	}
+	corio__ktls_watch(&t->k, t->ssl, true);
+	for (off = 0; ok && off < have; off += rlen) {
+		rlen = 5 + ((size_t)raw[off + 3] << 8 | raw[off + 4]);
+		BIO_write(t->rbio, raw + off, (int)rlen);
+		do {
+			err_clear();
+			r = SSL_read(t->ssl, t->early + t->elen,
+				     (int)(have - t->elen));
+			if (r > 0)
+				t->elen += (size_t)r;
+		} while (r > 0);
+		e = SSL_get_error(t->ssl, r);
+		if (e == SSL_ERROR_SSL) {
+			/* For the read after the plaintext before it. */
+			err_keep(t, "read");
+			t->failed = -EPROTO;
+		}
+		ERR_clear_error();
+		if (e != SSL_ERROR_WANT_READ || t->k.spoiled ||
+		    BIO_ctrl_pending(t->wbio) || BIO_ctrl_pending(t->rbio) ||
+		    SSL_has_pending(t->ssl)) {
+			snprintf(t->k.why, sizeof(t->k.why), "early records: "
+				 "%s", e == SSL_ERROR_ZERO_RETURN ?
+				 "close_notify" : e == SSL_ERROR_SSL ?
+				 "an error" : "more than data");
+			ok = false;
+		} else {
+			(*nr)++;
+		}
+	}
+	corio__ktls_watch(&t->k, t->ssl, false);
+	if (off < have)
+		BIO_write(t->rbio, raw + off, (int)(have - off));
+	free(raw);
+	if (!t->elen) {
+		free(t->early);
+		t->early = NULL;
+	}
+	if (BIO_ctrl_pending(t->wbio))
+		flush_out(t);	/* an alert or a key update: best effort */
+	return ok;
+}
+
+/*
+ * After the handshake: the kernel takes the keys if it can; otherwise,
+ * and in a direction it does not take, OpenSSL goes on.  Never fails.
+ */
+static void ktls_start(struct corio_tls *t)
+{
+	struct corio_ktls *k = &t->k;
+	uint64_t early;
+
+	if (!corio__ktls_ready(k, t->ssl))
+		goto out;
+	if (t->opos != t->olen || BIO_ctrl_pending(t->wbio)) {
+		snprintf(k->why, sizeof(k->why), "ciphertext still queued");
+		goto out;
+	}
+	if (corio__ktls_attach(k, t->fd) < 0 || !drain_early(t, &early))
+		goto out;
+	corio__ktls_set(k, t->ssl, t->fd, early);
+	if (k->dirs & CORIO_KTLS_TX) {
+		/* OpenSSL moves no more records: its buffers and ours go. */
+		SSL_free_buffers(t->ssl);
+		free(t->in);
+		t->in = t->out = NULL;
+	}
+out:
+	corio__ktls_end(k, t->ssl);
+	if (!(k->dirs & CORIO_KTLS_RX))
+		SSL_set_read_ahead(t->ssl, 1);
 }
 
 static int tls_start(int fd, struct ssl_ctx_st *ctx, const char *name,
@@ -340,18 +531,21 @@ static int tls_start(int fd, struct ssl_ctx_st *ctx, const char *name,
 	if (!t)
 		return -ENOMEM;
 	t->fd = fd;
+	t->in = malloc(2 * NET_CHUNK);
+	t->out = t->in ? t->in + NET_CHUNK : NULL;
 	t->ssl = SSL_new(ctx);
 	t->rbio = BIO_new(BIO_s_mem());
 	t->wbio = BIO_new(BIO_s_mem());
-	if (!t->ssl || !t->rbio || !t->wbio) {
+	if (!t->in || !t->ssl || !t->rbio || !t->wbio) {
 		BIO_free(t->rbio);
 		BIO_free(t->wbio);
 		ret = -ENOMEM;
 		goto err;
 	}
 	SSL_set_bio(t->ssl, t->rbio, t->wbio);
-	/* Take whole chunks of ciphertext at a time, not a header first. */
-	SSL_set_read_ahead(t->ssl, 1);
+	/* Take whole chunks of ciphertext at a time, not a header first;
+	 * but one record at a time while the kernel may take over. */
+	SSL_set_read_ahead(t->ssl, !corio__ktls_track(&t->k, t->ssl, fd));
 	if (server) {
 		SSL_set_accept_state(t->ssl);
 	} else {
@@ -365,10 +559,12 @@ static int tls_start(int fd, struct ssl_ctx_st *ctx, const char *name,
 	ret = handshake(t);
 	if (ret < 0)
 		goto err;
-	(void)ktls_available();	/* see the file's comment */
+	/* First, so that a failure hands back an fd without kernel keys. */
 	ret = corio_stream_new(fd, 0, &s);
 	if (ret < 0)
 		goto err;
+	if (t->k.track)
+		ktls_start(t);
 	corio__stream_set_tls(s, t);
 	*out = s;
 	return 0;
@@ -417,6 +613,14 @@ const char *corio__tls_errstr(const struct corio_tls *t)
 {
 	(void)t;
 	return "";
+}
+
+int corio__tls_ktls(const struct corio_tls *t, const char **why)
+{
+	(void)t;
+	if (why)
+		*why = "built without TLS";
+	return 0;
 }
 
 static int tls_start(int fd, struct ssl_ctx_st *ctx, const char *name,

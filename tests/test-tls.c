@@ -34,6 +34,14 @@
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
+#if CORIO_HAVE_KTLS
+#include <netinet/tcp.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+#include <sys/syscall.h>
+#endif
 
 #define MIB	(1u << 20)
 
@@ -1939,7 +1947,1231 @@ static void test_openssl_out_of_memory_enomem(void **state)
 	ctxs_free(&x);
 }
 
-/* ---- kTLS: control records (gh15) ------------------------------------- */
+/* ---- kTLS: the keys handed to the kernel (gh15) -------------------------- */
+
+#if CORIO_HAVE_KTLS
+
+/*
+ * The kernel a test runs on may have no tls ULP (the one these tests were
+ * written on has no CONFIG_TLS), so most kTLS tests fake it: the tests
+ * link libcorio.a, so the setsockopt below is the one corio calls.  For
+ * fake.fd it takes the ULP and the keys, keeping a copy of what corio
+ * gave, or refuses with the errno a test chose; for any other socket it is
+ * the real system call.  A faked kernel encrypts nothing: after the
+ * handover that socket carries plaintext, and the tests act as the
+ * kernel, with EVP and the keys they got, to prove key, IV and sequence
+ * numbers right against OpenSSL on the other end.
+ */
+static struct {
+	int fd;			/* the socket whose kernel is faked, or -1 */
+	int ulp_err, rx_err, tx_err;	/* errno for each step, 0: it works */
+	int ulp_calls;		/* TCP_ULP asks, on any socket */
+	int rx_calls, tx_calls;	/* TLS_RX and TLS_TX on fd */
+	union corio_ktls_info rx, tx;
+} fake = { .fd = -1 };
+
+static int fake_ret(int err)
+{
+	if (!err)
+		return 0;
+	errno = err;
+	return -1;
+}
+
+int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	union corio_ktls_info *info;
+
+	if (level == SOL_TCP && name == TCP_ULP) {
+		fake.ulp_calls++;
+		if (fd == fake.fd)
+			return fake_ret(fake.ulp_err);
+	} else if (level == SOL_TLS && fd == fake.fd &&
+		   (name == TLS_RX || name == TLS_TX)) {
+		info = name == TLS_RX ? &fake.rx : &fake.tx;
+		memset(info, 0, sizeof(*info));
+		memcpy(info, val, len < sizeof(*info) ? len : sizeof(*info));
+		if (name == TLS_RX) {
+			fake.rx_calls++;
+			return fake_ret(fake.rx_err);
+		}
+		fake.tx_calls++;
+		return fake_ret(fake.tx_err);
+	}
+	return (int)syscall(SYS_setsockopt, fd, level, name, val, len);
+}
+
+/* Every kTLS test starts from the real kernel, nothing cached. */
+static void fake_reset(void)
+{
+	memset(&fake, 0, sizeof(fake));
+	fake.fd = -1;
+	corio__ktls_forget();
+}
+
+static int ktls_teardown(void **state)
+{
+	fake_reset();
+	unsetenv("CORIO_DISABLE");
+	return tls_teardown(state);
+}
+
+#define KTLS_TEST(f)	cmocka_unit_test_teardown(f, ktls_teardown)
+
+/* ---- the kernel's side, played with EVP --------------------------------- */
+
+/* One direction's keys as the kernel got them. */
+struct keys {
+	int version, cipher;
+	const EVP_CIPHER *evp;
+	unsigned char key[32];
+	/* TLS 1.3 and ChaCha20: the IV; TLS 1.2 AES-GCM: the 4-byte salt,
+	 * then the first record's explicit nonce. */
+	unsigned char iv[12];
+	uint64_t seq;		/* the first record's sequence number */
+};
+
+static uint64_t get_be64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void put_be64(unsigned char *p, uint64_t v)
+{
+	int i;
+
+	for (i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (unsigned char)v;
+}
+
+static struct keys keys_of(const union corio_ktls_info *u)
+{
+	struct keys k = { .version = u->info.version,
+			  .cipher = u->info.cipher_type };
+
+	switch (k.cipher) {
+	case TLS_CIPHER_AES_GCM_128:
+		k.evp = EVP_aes_128_gcm();
+		memcpy(k.key, u->gcm128.key, 16);
+		memcpy(k.iv, u->gcm128.salt, 4);
+		memcpy(k.iv + 4, u->gcm128.iv, 8);
+		k.seq = get_be64(u->gcm128.rec_seq);
+		break;
+	case TLS_CIPHER_AES_GCM_256:
+		k.evp = EVP_aes_256_gcm();
+		memcpy(k.key, u->gcm256.key, 32);
+		memcpy(k.iv, u->gcm256.salt, 4);
+		memcpy(k.iv + 4, u->gcm256.iv, 8);
+		k.seq = get_be64(u->gcm256.rec_seq);
+		break;
+	case TLS_CIPHER_CHACHA20_POLY1305:
+		k.evp = EVP_chacha20_poly1305();
+		memcpy(k.key, u->chacha.key, 32);
+		memcpy(k.iv, u->chacha.iv, 12);
+		k.seq = get_be64(u->chacha.rec_seq);
+		break;
+	default:
+		fail_msg("cipher_type %d", k.cipher);
+	}
+	return k;
+}
+
+/* TLS 1.2 AES-GCM: an explicit nonce in each record (RFC 5288). */
+static bool explicit_nonce(const struct keys *k)
+{
+	return k->version == TLS_1_2_VERSION &&
+	       k->cipher != TLS_CIPHER_CHACHA20_POLY1305;
+}
+
+/* The nonce of record seq: RFC 8446 5.3, RFC 7905 2, RFC 5288 3. */
+static void nonce_of(const struct keys *k, uint64_t seq,
+		     const unsigned char *explicit, unsigned char nonce[12])
+{
+	int i;
+
+	memcpy(nonce, k->iv, 12);
+	if (explicit_nonce(k)) {
+		memcpy(nonce + 4, explicit, 8);
+		return;
+	}
+	for (i = 0; i < 8; i++)
+		nonce[4 + i] ^= (unsigned char)(seq >> (56 - 8 * i));
+}
+
+/* The additional data of TLS 1.2 (RFC 5246 6.2.3.3), of TLS 1.3 (5.2). */
+static size_t aad_of(const struct keys *k, uint64_t seq,
+		     const unsigned char *hdr, int type, size_t plain_len,
+		     unsigned char aad[13])
+{
+	if (k->version == TLS_1_3_VERSION) {
+		memcpy(aad, hdr, 5);
+		return 5;
+	}
+	put_be64(aad, seq);
+	aad[8] = (unsigned char)type;
+	aad[9] = 3;
+	aad[10] = 3;
+	aad[11] = (unsigned char)(plain_len >> 8);
+	aad[12] = (unsigned char)plain_len;
+	return 13;
+}
+
+/* AEAD in or out over n bytes; false if the tag does not check. */
+static bool aead(const struct keys *k, int enc, const unsigned char *nonce,
+		 const unsigned char *aad, size_t aad_len,
+		 const unsigned char *in, size_t n, unsigned char *out,
+		 unsigned char *tag)
+{
+	EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+	unsigned char fin[32];
+	int l, ok;
+
+	ok = c && EVP_CipherInit_ex(c, k->evp, NULL, NULL, NULL, enc) == 1 &&
+	     EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) == 1 &&
+	     EVP_CipherInit_ex(c, NULL, NULL, k->key, nonce, enc) == 1 &&
+	     EVP_CipherUpdate(c, NULL, &l, aad, (int)aad_len) == 1 &&
+	     (n == 0 || EVP_CipherUpdate(c, out, &l, in, (int)n) == 1) &&
+	     (enc || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, 16,
+					 tag) == 1) &&
+	     EVP_CipherFinal_ex(c, fin, &l) == 1 &&
+	     (!enc || EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, 16,
+					  tag) == 1);
+	EVP_CIPHER_CTX_free(c);
+	return ok;
+}
+
+/*
+ * The plaintext of record rec[0, len) (its header too) decrypted as
+ * record seq: its length and *type, its content type; -1 if it does not
+ * decrypt.
+ */
+static int open_record(const struct keys *k, uint64_t seq,
+		       unsigned char *rec, size_t len, unsigned char *out,
+		       int *type)
+{
+	unsigned char nonce[12], aad[13];
+	unsigned char *c = rec + 5;
+	size_t n = len - 5, aad_len;
+
+	nonce_of(k, seq, c, nonce);
+	if (explicit_nonce(k)) {
+		c += 8;
+		n -= 8;
+	}
+	if (n < 16)
+		return -1;
+	n -= 16;
+	aad_len = aad_of(k, seq, rec, rec[0], n, aad);
+	if (!aead(k, 0, nonce, aad, aad_len, c, n, out, c + n))
+		return -1;
+	*type = rec[0];
+	if (k->version == TLS_1_3_VERSION) {
+		while (n > 0 && out[n - 1] == 0)
+			n--;	/* padding */
+		if (n == 0)
+			return -1;
+		*type = out[--n];
+	}
+	return (int)n;
+}
+
+/* Record seq of type with p[0, n), as the kernel would send it: its length. */
+static size_t seal_record(const struct keys *k, uint64_t seq, int type,
+			  const void *p, size_t n, unsigned char *out)
+{
+	unsigned char nonce[12], aad[13], plain[512], explicit[8] = { 0 };
+	size_t hdr = 5, body, aad_len;
+
+	assert_true(n < sizeof(plain));
+	memcpy(plain, p, n);
+	if (k->version == TLS_1_3_VERSION)
+		plain[n++] = (unsigned char)type;	/* the inner type */
+	if (explicit_nonce(k)) {
+		/* The kernel's: the first one, plus one per record. */
+		put_be64(explicit, get_be64(k->iv + 4) + (seq - k->seq));
+		memcpy(out + 5, explicit, 8);
+		hdr += 8;
+	}
+	nonce_of(k, seq, explicit, nonce);
+	body = hdr - 5 + n + 16;
+	out[0] = (unsigned char)(k->version == TLS_1_3_VERSION ? 23 : type);
+	out[1] = 3;
+	out[2] = 3;
+	out[3] = (unsigned char)(body >> 8);
+	out[4] = (unsigned char)body;
+	aad_len = aad_of(k, seq, out, type, n, aad);
+	assert_true(aead(k, 1, nonce, aad, aad_len, plain, n, out + hdr,
+			 out + hdr + n));
+	return hdr + n + 16;
+}
+
+/* Inside a task: the next whole record on fd into rec: its length. */
+static size_t recv_record(int fd, unsigned char *rec, size_t cap)
+{
+	uint64_t old = corio_timeout(test_slack_ns(CORIO_SEC(5)));
+	size_t len;
+
+	assert_int_equal(recv_all(fd, rec, 5), 5);
+	len = 5 + ((size_t)rec[3] << 8 | rec[4]);
+	assert_true(len <= cap);
+	assert_int_equal(recv_all(fd, rec + 5, len - 5), (ssize_t)(len - 5));
+	corio_deadline(old);
+	return len;
+}
+
+/* ---- the peer: plain OpenSSL that the test moves ------------------------ */
+
+/*
+ * OpenSSL over memory BIOs, its ciphertext moved by the test, so that a
+ * test chooses what goes out in one send: the last flight of the
+ * handshake together with records, a record cut in two.
+ */
+struct mpeer {
+	SSL *ssl;
+	BIO *rb, *wb;
+	int fd;
+};
+
+static void mpeer_new(struct mpeer *m, SSL_CTX *ctx, int fd, bool server)
+{
+	m->ssl = SSL_new(ctx);
+	m->rb = BIO_new(BIO_s_mem());
+	m->wb = BIO_new(BIO_s_mem());
+	assert_true(m->ssl && m->rb && m->wb);
+	SSL_set_bio(m->ssl, m->rb, m->wb);
+	m->fd = fd;
+	if (server) {
+		SSL_set_accept_state(m->ssl);
+	} else {
+		SSL_set_connect_state(m->ssl);
+		assert_int_equal(SSL_set_tlsext_host_name(m->ssl, "localhost"),
+				 1);
+	}
+}
+
+/* What OpenSSL wrote and the test has not sent: into buf, its length. */
+static size_t mpeer_take(struct mpeer *m, unsigned char *buf, size_t cap)
+{
+	int n = BIO_read(m->wb, buf, (int)cap);
+
+	assert_true(BIO_ctrl_pending(m->wb) == 0);
+	return n > 0 ? (size_t)n : 0;
+}
+
+/* Inside a task: all of it, in one send. */
+static void mpeer_flush(struct mpeer *m)
+{
+	char *p;
+	long n = BIO_get_mem_data(m->wb, &p);
+
+	if (n > 0)
+		assert_int_equal(send_all(m->fd, p, (size_t)n), n);
+	assert_int_equal(BIO_reset(m->wb), 1);
+}
+
+static void mpeer_fill(struct mpeer *m)
+{
+	uint64_t old = corio_timeout(test_slack_ns(CORIO_SEC(5)));
+	static char buf[16384];	/* task stacks are small */
+	ssize_t n = corio_recv(m->fd, buf, sizeof(buf), 0);
+
+	corio_deadline(old);
+	assert_true(n > 0);
+	BIO_write(m->rb, buf, (int)n);
+}
+
+/* The handshake; its last flight stays unsent, for mpeer_take or flush. */
+static void mpeer_handshake(struct mpeer *m)
+{
+	int r;
+
+	while ((r = SSL_do_handshake(m->ssl)) != 1) {
+		assert_int_equal(SSL_get_error(m->ssl, r), SSL_ERROR_WANT_READ);
+		mpeer_flush(m);
+		mpeer_fill(m);
+	}
+}
+
+static void mpeer_write(struct mpeer *m, const void *p, size_t n)
+{
+	assert_int_equal(SSL_write(m->ssl, p, (int)n), (int)n);
+}
+
+/* Plaintext: its length, 0 at close_notify. */
+static int mpeer_read(struct mpeer *m, void *buf, size_t n)
+{
+	int r, e;
+
+	while ((r = SSL_read(m->ssl, buf, (int)n)) <= 0) {
+		e = SSL_get_error(m->ssl, r);
+		if (e == SSL_ERROR_ZERO_RETURN)
+			return 0;
+		assert_int_equal(e, SSL_ERROR_WANT_READ);
+		mpeer_flush(m);
+		mpeer_fill(m);
+	}
+	return r;
+}
+
+/* ---- a corio side A under the faked kernel, and the peer B -------------- */
+
+struct kpair {
+	struct ctxs x;
+	int fa, fb;		/* A's socket and B's, connected */
+	struct hs a;		/* corio */
+	struct mpeer b;
+	corio_task *t;		/* A's handshake */
+	struct keys rx, tx;	/* what A gave the kernel */
+};
+
+/* Contexts for version with only suite (a TLS 1.3 suite or a 1.2 list). */
+static struct ctxs kctxs(int version, const char *suite, int tickets)
+{
+	struct ctxs x = ctxs_new();
+	SSL_CTX *both[2] = { x.srv, x.cli };
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		pin_version(both[i], version);
+		if (suite && version == TLS1_3_VERSION)
+			assert_int_equal(SSL_CTX_set_ciphersuites(both[i],
+								  suite), 1);
+		else if (suite)
+			assert_int_equal(SSL_CTX_set_cipher_list(both[i],
+								 suite), 1);
+	}
+	if (tickets >= 0)
+		assert_int_equal(SSL_CTX_set_num_tickets(x.srv,
+							 (size_t)tickets), 1);
+	return x;
+}
+
+/* A's handshake started, B's done but for its last flight, unsent. */
+static void kpair_start(struct kpair *p, bool a_server)
+{
+	assert_int_equal(tcp_pair(&p->fa, &p->fb), 0);
+	fake.fd = p->fa;
+	memset(&p->a, 0, sizeof(p->a));
+	p->a.ctx = a_server ? p->x.srv : p->x.cli;
+	p->a.fd = p->fa;
+	p->a.server = a_server;
+	p->t = corio_spawn(handshake_fn, &p->a);
+	assert_non_null(p->t);
+	mpeer_new(&p->b, a_server ? p->x.cli : p->x.srv, p->fb, !a_server);
+	mpeer_handshake(&p->b);
+}
+
+/* A's handshake done; the keys A gave the faked kernel, if it did. */
+static void kpair_join(struct kpair *p)
+{
+	assert_int_equal(corio_join(p->t), 0);
+	assert_int_equal(p->a.ret, 0);
+	assert_non_null(p->a.s);
+	if (fake.rx_calls)
+		p->rx = keys_of(&fake.rx);
+	if (fake.tx_calls)
+		p->tx = keys_of(&fake.tx);
+}
+
+static void kpair_open(struct kpair *p, bool a_server)
+{
+	kpair_start(p, a_server);
+	mpeer_flush(&p->b);
+	kpair_join(p);
+}
+
+/* Freed, not closed: a close would send a plaintext alert, faked. */
+static void kpair_close(struct kpair *p)
+{
+	corio_stream_free(p->a.s);
+	SSL_free(p->b.ssl);
+	assert_int_equal(corio_close(p->fa), 0);
+	assert_int_equal(corio_close(p->fb), 0);
+	fake.fd = -1;
+	fake.rx_calls = fake.tx_calls = 0;
+}
+
+static int ktls_dirs(const corio_stream *s, const char **why)
+{
+	const char *w;
+	int d = corio__stream_ktls(s, &w);
+
+	if (why)
+		*why = w;
+	return d;
+}
+
+/* The records B sends next, as A's kernel reads them from A's socket. */
+static void expect_rx(struct kpair *p, uint64_t *seq, int tickets,
+		      const char *want)
+{
+	static unsigned char rec[17000], plain[17000];
+	int type, n;
+
+	for (;;) {
+		n = open_record(&p->rx, *seq, rec,
+				recv_record(p->fa, rec, sizeof(rec)), plain,
+				&type);
+		if (n < 0)
+			fail_msg("record %" PRIu64 " does not decrypt", *seq);
+		(*seq)++;
+		if (type != 22)
+			break;
+		/* A session ticket: a TLS 1.3 NewSessionTicket message. */
+		assert_int_equal(plain[0], 4);
+		tickets--;
+	}
+	assert_int_equal(tickets, 0);
+	assert_int_equal(type, 23);
+	assert_int_equal(n, (int)strlen(want));
+	assert_memory_equal(plain, want, strlen(want));
+}
+
+/* Records sealed as A's kernel would, read by B's OpenSSL. */
+static void expect_tx(struct kpair *p, uint64_t seq)
+{
+	unsigned char rec[600];
+	char buf[64];
+
+	assert_true(send_all(p->fa, rec, seal_record(&p->tx, seq, 23,
+						     "first", 5, rec)) > 0);
+	assert_true(send_all(p->fa, rec, seal_record(&p->tx, seq + 1, 23,
+						     "second", 6, rec)) > 0);
+	assert_int_equal(mpeer_read(&p->b, buf, 5), 5);
+	assert_memory_equal(buf, "first", 5);
+	assert_int_equal(mpeer_read(&p->b, buf, sizeof(buf)), 6);
+	assert_memory_equal(buf, "second", 6);
+	/* And the close_notify the kernel would send for corio's close. */
+	assert_true(send_all(p->fa, rec, seal_record(&p->tx, seq + 2, 21,
+						     "\x01\x00", 2, rec)) > 0);
+	assert_int_equal(mpeer_read(&p->b, buf, sizeof(buf)), 0);
+}
+
+struct kcase {
+	int version;
+	const char *suite;
+	int cipher;		/* the TLS_CIPHER_* the kernel must get */
+};
+
+/* Both ways, A the client and then the server. */
+static int keys_main(void *arg)
+{
+	const struct kcase *c = arg;
+	struct kpair p;
+	int tickets = 2;	/* OpenSSL's default */
+	uint64_t seq;
+	bool a_server;
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		a_server = i == 1;
+		memset(&p, 0, sizeof(p));
+		p.x = kctxs(c->version, c->suite, -1);
+		kpair_open(&p, a_server);
+		assert_int_equal(ktls_dirs(p.a.s, NULL),
+				 CORIO_KTLS_RX | CORIO_KTLS_TX);
+		assert_int_equal(fake.rx_calls, 1);
+		assert_int_equal(fake.tx_calls, 1);
+		assert_int_equal(p.rx.version, c->version);
+		assert_int_equal(p.tx.version, c->version);
+		assert_int_equal(p.rx.cipher, c->cipher);
+		assert_int_equal(p.tx.cipher, c->cipher);
+		if (c->version == TLS1_2_VERSION) {
+			/* Each side's Finished, under the new keys. */
+			assert_int_equal(p.rx.seq, 1);
+			assert_int_equal(p.tx.seq, 1);
+		} else {
+			/* The server's session tickets went out already. */
+			assert_int_equal(p.rx.seq, 0);
+			assert_int_equal(p.tx.seq, a_server ? tickets : 0);
+		}
+		mpeer_write(&p.b, "from the peer", 13);
+		mpeer_flush(&p.b);
+		seq = p.rx.seq;
+		expect_rx(&p, &seq, c->version == TLS1_3_VERSION && !a_server ?
+			  tickets : 0, "from the peer");
+		/* The next record too: the sequence goes on. */
+		mpeer_write(&p.b, "and more", 8);
+		mpeer_flush(&p.b);
+		expect_rx(&p, &seq, 0, "and more");
+		expect_tx(&p, p.tx.seq);
+		kpair_close(&p);
+		ctxs_free(&p.x);
+	}
+	assert_loop_clean();
+	return 0;
+}
+
+static void keys_test(int version, const char *suite, int cipher)
+{
+	struct kcase c = { version, suite, cipher };
+
+	need(true);
+	fake_reset();
+	run(keys_main, &c);
+}
+
+static void test_ktls_keys_tls13_aes128_gcm_gh15(void **state)
+{
+	(void)state;
+	keys_test(TLS1_3_VERSION, "TLS_AES_128_GCM_SHA256",
+		  TLS_CIPHER_AES_GCM_128);
+}
+
+static void test_ktls_keys_tls13_aes256_gcm_gh15(void **state)
+{
+	(void)state;
+	keys_test(TLS1_3_VERSION, "TLS_AES_256_GCM_SHA384",
+		  TLS_CIPHER_AES_GCM_256);
+}
+
+static void test_ktls_keys_tls13_chacha20_poly1305_gh15(void **state)
+{
+	(void)state;
+	keys_test(TLS1_3_VERSION, "TLS_CHACHA20_POLY1305_SHA256",
+		  TLS_CIPHER_CHACHA20_POLY1305);
+}
+
+static void test_ktls_keys_tls12_aes128_gcm_gh15(void **state)
+{
+	(void)state;
+	keys_test(TLS1_2_VERSION, "ECDHE-RSA-AES128-GCM-SHA256",
+		  TLS_CIPHER_AES_GCM_128);
+}
+
+static void test_ktls_keys_tls12_aes256_gcm_gh15(void **state)
+{
+	(void)state;
+	keys_test(TLS1_2_VERSION, "ECDHE-RSA-AES256-GCM-SHA384",
+		  TLS_CIPHER_AES_GCM_256);
+}
+
+static void test_ktls_keys_tls12_chacha20_poly1305_gh15(void **state)
+{
+	(void)state;
+	keys_test(TLS1_2_VERSION, "ECDHE-RSA-CHACHA20-POLY1305",
+		  TLS_CIPHER_CHACHA20_POLY1305);
+}
+
+/* ---- sequence numbers: session tickets, records with the handshake ------ */
+
+/* A server's tickets take its first sequence numbers; a client reads them. */
+static int tickets_main(void *arg)
+{
+	static const int counts[] = { 0, 1, 5 };
+	struct kpair p;
+	uint64_t seq;
+	size_t i;
+	int a_server;
+
+	(void)arg;
+	for (i = 0; i < ARRAY_SIZE(counts); i++) {
+		for (a_server = 0; a_server < 2; a_server++) {
+			memset(&p, 0, sizeof(p));
+			p.x = kctxs(TLS1_3_VERSION, NULL, counts[i]);
+			kpair_open(&p, a_server);
+			assert_int_equal(ktls_dirs(p.a.s, NULL),
+					 CORIO_KTLS_RX | CORIO_KTLS_TX);
+			assert_int_equal(p.tx.seq, a_server ? counts[i] : 0);
+			assert_int_equal(p.rx.seq, 0);
+			if (a_server) {
+				/* B reads the tickets, then A's records. */
+				expect_tx(&p, p.tx.seq);
+			} else {
+				mpeer_write(&p.b, "after tickets", 13);
+				mpeer_flush(&p.b);
+				seq = p.rx.seq;
+				expect_rx(&p, &seq, counts[i],
+					  "after tickets");
+			}
+			kpair_close(&p);
+			ctxs_free(&p.x);
+		}
+	}
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_ktls_seq_counts_session_tickets_gh15(void **state)
+{
+	(void)state;
+	need(true);
+	fake_reset();
+	run(tickets_main, NULL);
+}
+
+/* The offsets of the records in buf[0, len): their number. */
+static size_t records_in(const unsigned char *buf, size_t len, size_t *off,
+			 size_t cap)
+{
+	size_t n = 0, o = 0;
+
+	while (o + 5 <= len) {
+		assert_true(n < cap);
+		off[n++] = o;
+		o += 5 + ((size_t)buf[o + 3] << 8 | buf[o + 4]);
+	}
+	assert_true(o == len);
+	return n;
+}
+
+struct later {
+	int fd;
+	const unsigned char *p;
+	size_t len;
+};
+
+/* Sends the rest of what was cut, a moment later. */
+static int send_later_fn(void *arg)
+{
+	struct later *l = arg;
+
+	assert_int_equal(corio_sleep(CORIO_MSEC(20)), 0);
+	assert_int_equal(send_all(l->fd, l->p, l->len), (ssize_t)l->len);
+	return 0;
+}
+
+/*
+ * B sends its last flight and four records at once, the third cut in
+ * two, its rest (with the fourth) a moment later: A drains three records
+ * in user space, completing the third from the socket without taking a
+ * byte of the fourth, which A's kernel then reads as the next record.
+ */
+static int early_main(void *arg)
+{
+	static const char *const msgs[] = { "one", "two", "three", "four" };
+	int version = *(const int *)arg;
+	/* TLS 1.2: a client's Finished comes first, so only a client (A)
+	 * can get records with the server's last flight. */
+	bool a_server = version == TLS1_3_VERSION;
+	unsigned char buf[8192];
+	size_t off[16], n, nrec, cut, i;
+	struct later l;
+	struct kpair p;
+	corio_task *t;
+	char got[64];
+	uint64_t seq;
+
+	memset(&p, 0, sizeof(p));
+	p.x = kctxs(version, NULL, 0);
+	kpair_start(&p, a_server);
+	for (i = 0; i < ARRAY_SIZE(msgs); i++)
+		mpeer_write(&p.b, msgs[i], strlen(msgs[i]));
+	n = mpeer_take(&p.b, buf, sizeof(buf));
+	nrec = records_in(buf, n, off, ARRAY_SIZE(off));
+	assert_true(nrec > 4);
+	cut = off[nrec - 2] + 3;	/* the third: 3 bytes of its header */
+	assert_int_equal(send_all(p.fb, buf, cut), (ssize_t)cut);
+	l = (struct later){ .fd = p.fb, .p = buf + cut, .len = n - cut };
+	t = corio_spawn(send_later_fn, &l);
+	assert_non_null(t);
+	kpair_join(&p);
+	assert_int_equal(corio_join(t), 0);
+	assert_int_equal(ktls_dirs(p.a.s, NULL), CORIO_KTLS_RX | CORIO_KTLS_TX);
+	/* Three records drained: the next one's number. */
+	assert_int_equal(p.rx.seq, (version == TLS1_2_VERSION ? 1 : 0) + 3);
+	assert_int_equal(corio_stream_read(p.a.s, got, sizeof(got)), 11);
+	assert_memory_equal(got, "onetwothree", 11);
+	seq = p.rx.seq;
+	expect_rx(&p, &seq, 0, "four");
+	kpair_close(&p);
+	ctxs_free(&p.x);
+
+	/* Cut inside the body this time, and in the same send the rest. */
+	memset(&p, 0, sizeof(p));
+	p.x = kctxs(version, NULL, 0);
+	kpair_start(&p, a_server);
+	for (i = 0; i < 2; i++)
+		mpeer_write(&p.b, msgs[i], strlen(msgs[i]));
+	n = mpeer_take(&p.b, buf, sizeof(buf));
+	nrec = records_in(buf, n, off, ARRAY_SIZE(off));
+	cut = off[nrec - 1] + 9;
+	assert_int_equal(send_all(p.fb, buf, cut), (ssize_t)cut);
+	l = (struct later){ .fd = p.fb, .p = buf + cut, .len = n - cut };
+	t = corio_spawn(send_later_fn, &l);
+	assert_non_null(t);
+	kpair_join(&p);
+	assert_int_equal(corio_join(t), 0);
+	assert_int_equal(ktls_dirs(p.a.s, NULL), CORIO_KTLS_RX | CORIO_KTLS_TX);
+	assert_int_equal(p.rx.seq, (version == TLS1_2_VERSION ? 1 : 0) + 2);
+	/* Served as the reader asks: the stream buffers the rest. */
+	assert_int_equal(corio_stream_readexactly(p.a.s, got, 4), 4);
+	assert_memory_equal(got, "onet", 4);
+	assert_int_equal(corio_stream_read(p.a.s, got, sizeof(got)), 2);
+	assert_memory_equal(got, "wo", 2);
+	kpair_close(&p);
+	ctxs_free(&p.x);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_ktls_drains_records_that_came_with_the_handshake_gh15(
+	void **state)
+{
+	int v;
+
+	(void)state;
+	need(true);
+	fake_reset();
+	v = TLS1_3_VERSION;
+	run(early_main, &v);
+	v = TLS1_2_VERSION;
+	run(early_main, &v);
+}
+
+/*
+ * Records with the handshake that are more than data keep the stream in
+ * user space: a KeyUpdate (OpenSSL's read key moves; asked to, it
+ * answers), a close_notify.  The ULP is on, with no keys: it passes
+ * everything through.
+ */
+static int spoiled_main(void *arg)
+{
+	struct kpair p;
+	const char *why;
+	char got[64];
+	int kind;
+
+	(void)arg;
+	for (kind = 0; kind < 3; kind++) {
+		fake.ulp_calls = 0;
+		memset(&p, 0, sizeof(p));
+		p.x = kctxs(TLS1_3_VERSION, NULL, 0);
+		kpair_start(&p, true);
+		if (kind < 2) {
+			assert_int_equal(SSL_key_update(p.b.ssl, kind ?
+						SSL_KEY_UPDATE_REQUESTED :
+						SSL_KEY_UPDATE_NOT_REQUESTED),
+					 1);
+			mpeer_write(&p.b, "after", 5);
+		} else {
+			assert_true(SSL_shutdown(p.b.ssl) >= 0);
+		}
+		mpeer_flush(&p.b);
+		kpair_join(&p);
+		assert_int_equal(ktls_dirs(p.a.s, &why), 0);
+		assert_non_null(strstr(why, "early records"));
+		assert_int_equal(fake.ulp_calls, 1);
+		assert_int_equal(fake.rx_calls, 0);
+		assert_int_equal(fake.tx_calls, 0);
+		if (kind == 2) {
+			assert_int_equal(corio_stream_read(p.a.s, got,
+							   sizeof(got)), 0);
+		} else {
+			assert_int_equal(corio_stream_read(p.a.s, got,
+							   sizeof(got)), 5);
+			assert_memory_equal(got, "after", 5);
+		}
+		/* OpenSSL writes on, after its own KeyUpdate if asked. */
+		assert_int_equal(corio_stream_write(p.a.s, "reply", 5), 5);
+		assert_int_equal(corio_stream_flush(p.a.s), 0);
+		assert_int_equal(mpeer_read(&p.b, got, sizeof(got)), 5);
+		assert_memory_equal(got, "reply", 5);
+		kpair_close(&p);
+		ctxs_free(&p.x);
+	}
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_ktls_key_update_or_close_early_stays_in_user_space_gh15(
+	void **state)
+{
+	(void)state;
+	need(true);
+	fake_reset();
+	run(spoiled_main, NULL);
+}
+
+/* ---- after the handover: plaintext on the socket ------------------------ */
+
+/*
+ * With the kernel (faked) doing both directions, A's stream writes and
+ * reads plaintext with plain awaits, and its close sends a close_notify
+ * alert through sendmsg (the record type in a cmsg, which plain TCP
+ * ignores: the alert's two bytes are what shows).
+ */
+static int plain_main(void *arg)
+{
+	size_t big = 3 * CORIO_STREAM_BUF_DEFAULT / 2;
+	unsigned char *msg = malloc(big), *in = malloc(big);
+	struct kpair p;
+	char buf[64];
+
+	(void)arg;
+	assert_true(msg && in);
+	memset(&p, 0, sizeof(p));
+	p.x = kctxs(TLS1_3_VERSION, NULL, 0);
+	kpair_open(&p, false);
+	assert_int_equal(ktls_dirs(p.a.s, NULL), CORIO_KTLS_RX | CORIO_KTLS_TX);
+	assert_int_equal(corio_stream_write(p.a.s, "plain text", 10), 10);
+	assert_int_equal(corio_stream_flush(p.a.s), 0);
+	assert_int_equal(recv_all(p.fb, buf, 10), 10);
+	assert_memory_equal(buf, "plain text", 10);
+	/* Past the stream's buffer: straight out, in order. */
+	pattern(msg, big, 7);
+	assert_int_equal(corio_stream_write(p.a.s, "<", 1), 1);
+	assert_int_equal(corio_stream_write(p.a.s, msg, big), (ssize_t)big);
+	assert_int_equal(corio_stream_flush(p.a.s), 0);
+	assert_int_equal(recv_all(p.fb, buf, 1), 1);
+	assert_int_equal(buf[0], '<');
+	assert_int_equal(recv_all(p.fb, in, big), (ssize_t)big);
+	assert_memory_equal(in, msg, big);
+	/* What the kernel decrypted, no cmsg on plain TCP: data. */
+	assert_int_equal(send_all(p.fb, "to A\n", 5), 5);
+	assert_int_equal(corio_stream_readline(p.a.s, buf, sizeof(buf)), 5);
+	assert_memory_equal(buf, "to A\n", 5);
+	assert_int_equal(corio_stream_close(p.a.s), 0);
+	p.a.s = NULL;
+	assert_int_equal(recv_all(p.fb, buf, 2), 2);
+	assert_memory_equal(buf, "\x01\x00", 2);
+	assert_int_equal(corio_recv(p.fb, buf, sizeof(buf), 0), 0);
+	SSL_free(p.b.ssl);
+	assert_int_equal(corio_close(p.fb), 0);
+	ctxs_free(&p.x);
+	free(msg);
+	free(in);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_ktls_kernel_path_moves_plaintext_gh15(void **state)
+{
+	(void)state;
+	need(true);
+	fake_reset();
+	run(plain_main, NULL);
+}
+
+/* ---- what the kernel refuses -------------------------------------------- */
+
+/*
+ * RX refused: TX is not tried, both directions stay with OpenSSL (over
+ * the ULP, which passes bytes through).  TX refused after RX: the kernel
+ * decrypts (faked: plaintext comes in), OpenSSL encrypts and closes.
+ */
+static int refused_main(void *arg)
+{
+	struct kpair p;
+	const char *why;
+	char buf[64];
+
+	(void)arg;
+	memset(&p, 0, sizeof(p));
+	p.x = kctxs(0, NULL, 0);
+	fake.rx_err = EINVAL;
+	kpair_open(&p, false);
+	assert_int_equal(ktls_dirs(p.a.s, &why), 0);
+	assert_string_equal(why, "TLS_RX: Invalid argument");
+	assert_int_equal(fake.rx_calls, 1);
+	assert_int_equal(fake.tx_calls, 0);
+	assert_int_equal(corio_stream_write(p.a.s, "enc\n", 4), 4);
+	assert_int_equal(corio_stream_flush(p.a.s), 0);
+	assert_int_equal(mpeer_read(&p.b, buf, sizeof(buf)), 4);
+	mpeer_write(&p.b, "dec\n", 4);
+	mpeer_flush(&p.b);
+	assert_int_equal(corio_stream_readline(p.a.s, buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "dec\n", 4);
+	assert_int_equal(corio_stream_close(p.a.s), 0);
+	p.a.s = NULL;
+	assert_int_equal(mpeer_read(&p.b, buf, sizeof(buf)), 0);
+	SSL_free(p.b.ssl);
+	assert_int_equal(corio_close(p.fb), 0);
+	fake.rx_err = 0;
+	fake.rx_calls = fake.tx_calls = 0;
+
+	fake.tx_err = ENOPROTOOPT;
+	kpair_open(&p, false);
+	assert_int_equal(ktls_dirs(p.a.s, &why), CORIO_KTLS_RX);
+	assert_non_null(strstr(why, "TLS_TX: "));
+	assert_int_equal(fake.tx_calls, 1);
+	assert_int_equal(corio_stream_write(p.a.s, "enc\n", 4), 4);
+	assert_int_equal(corio_stream_flush(p.a.s), 0);
+	assert_int_equal(mpeer_read(&p.b, buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "enc\n", 4);
+	assert_int_equal(send_all(p.fb, "plain\n", 6), 6);
+	assert_int_equal(corio_stream_readline(p.a.s, buf, sizeof(buf)), 6);
+	assert_int_equal(corio_stream_close(p.a.s), 0);
+	p.a.s = NULL;
+	assert_int_equal(mpeer_read(&p.b, buf, sizeof(buf)), 0);
+	SSL_free(p.b.ssl);
+	assert_int_equal(corio_close(p.fb), 0);
+	ctxs_free(&p.x);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_ktls_refused_per_direction_falls_back_gh15(void **state)
+{
+	(void)state;
+	need(true);
+	fake_reset();
+	run(refused_main, NULL);
+}
+
+/*
+ * corio on both ends over loopback TCP: an echo, both ways, then close.
+ * What the kernel took of each end, and why not all: [0] the client's.
+ */
+static void echo_pair(struct ctxs *x, int dirs[2], char why[2][128])
+{
+	const char *w;
+	struct hs srv = { .ctx = x->srv, .server = true };
+	struct hs cli = { .ctx = x->cli };
+	char buf[64];
+	corio_task *t;
+	int i;
+
+	assert_int_equal(tcp_pair(&cli.fd, &srv.fd), 0);
+	t = corio_spawn(handshake_fn, &srv);
+	assert_non_null(t);
+	handshake_fn(&cli);
+	assert_int_equal(corio_join(t), 0);
+	assert_int_equal(cli.ret, 0);
+	assert_int_equal(srv.ret, 0);
+	dirs[0] = ktls_dirs(cli.s, &w);
+	snprintf(why[0], sizeof(why[0]), "%s", w);
+	dirs[1] = ktls_dirs(srv.s, &w);
+	snprintf(why[1], sizeof(why[1]), "%s", w);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(corio_stream_write(cli.s, "ping\n", 5), 5);
+		assert_int_equal(corio_stream_flush(cli.s), 0);
+		assert_int_equal(corio_stream_readline(srv.s, buf, sizeof(buf)),
+				 5);
+		assert_int_equal(corio_stream_write(srv.s, "pong\n", 5), 5);
+		assert_int_equal(corio_stream_flush(srv.s), 0);
+		assert_int_equal(corio_stream_readline(cli.s, buf, sizeof(buf)),
+				 5);
+		assert_memory_equal(buf, "pong\n", 5);
+	}
+	assert_int_equal(corio_stream_close(cli.s), 0);
+	assert_int_equal(corio_stream_read(srv.s, buf, sizeof(buf)), 0);
+	assert_int_equal(corio_stream_read(srv.s, buf, sizeof(buf)), 0);
+	assert_true(corio_stream_close(srv.s) <= 0);
+}
+
+/*
+ * The real kernel: without the tls ULP (this machine), ENOENT, cached for
+ * the process, and the streams work in user space; with it, the kernel
+ * takes both directions of both ends and they work the same.  Then a
+ * faked ENOENT is cached, a faked EOPNOTSUPP (not a TCP ULP socket, say)
+ * is not, and a socketpair is not even tried.
+ */
+static int ulp_main(void *arg)
+{
+	struct ctxs x = ctxs_new();
+	char why[2][128];
+	const char *w;
+	int dirs[2], calls, i, sv[2];
+	struct hs h = { .ctx = x.cli };
+	struct kpair p;
+	char buf[16];
+
+	(void)arg;
+	echo_pair(&x, dirs, why);
+	assert_int_equal(dirs[0], dirs[1]);
+	if (dirs[0] == 0) {
+		/* No tls ULP: the first end to finish asked, the other saw
+		 * the answer. */
+		assert_int_equal(fake.ulp_calls, 1);
+		for (i = 0; i < 2; i++)
+			assert_non_null(strstr(why[i], "TCP_ULP tls: No such "
+					       "file or directory"));
+		calls = fake.ulp_calls;
+		echo_pair(&x, dirs, why);
+		assert_int_equal(fake.ulp_calls, calls);
+		assert_non_null(strstr(why[0], "not tried again"));
+	} else {
+		fprintf(stderr, "test-tls: this kernel has kTLS: it took "
+			"both ends\n");
+		assert_int_equal(dirs[0], CORIO_KTLS_RX | CORIO_KTLS_TX);
+	}
+
+	corio__ktls_forget();
+	fake.ulp_calls = 0;
+	for (i = 0; i < 2; i++) {
+		memset(&p, 0, sizeof(p));
+		p.x = x;
+		fake.ulp_err = i ? ENOENT : EOPNOTSUPP;
+		kpair_open(&p, i);
+		assert_int_equal(ktls_dirs(p.a.s, &w), 0);
+		assert_non_null(strstr(w, "TCP_ULP tls: "));
+		mpeer_write(&p.b, "still TLS", 9);
+		mpeer_flush(&p.b);
+		assert_int_equal(corio_stream_read(p.a.s, buf, sizeof(buf)),
+				 9);
+		kpair_close(&p);
+		fake.ulp_err = 0;
+		kpair_open(&p, i);
+		if (i) {
+			/* ENOENT: not asked again. */
+			assert_int_equal(fake.ulp_calls, 1);
+			assert_int_equal(ktls_dirs(p.a.s, &w), 0);
+			assert_non_null(strstr(w, "not tried again"));
+		} else {
+			assert_int_equal(fake.ulp_calls, 2);
+			assert_int_equal(ktls_dirs(p.a.s, NULL),
+					 CORIO_KTLS_RX | CORIO_KTLS_TX);
+		}
+		kpair_close(&p);
+		corio__ktls_forget();
+		fake.ulp_calls = 0;
+	}
+
+	/* Not TCP: nothing asked. */
+	socketpair_or_fail(sv);
+	h.fd = sv[1];
+	{
+		struct server e = { .ctx = x.srv, .fd = sv[0], .once = true };
+		corio_task *t = serve(&e);
+
+		handshake_fn(&h);
+		assert_int_equal(h.ret, 0);
+		assert_int_equal(ktls_dirs(h.s, &w), 0);
+		assert_string_equal(w, "not a TCP socket");
+		assert_int_equal(fake.ulp_calls, 0);
+		assert_int_equal(corio_stream_close(h.s), 0);
+		assert_int_equal(corio_join(t), 0);
+	}
+	ctxs_free(&x);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_ktls_ulp_refused_stays_in_user_space_gh15(void **state)
+{
+	(void)state;
+	need(true);
+	fake_reset();
+	run(ulp_main, NULL);
+}
+
+/* CORIO_DISABLE=ktls: no ULP asked, the SSL_CTX left as it was. */
+static int disabled_main(void *arg)
+{
+	struct ctxs x = ctxs_new();
+	char why[2][128];
+	int dirs[2];
+
+	(void)arg;
+	fake.fd = -2;	/* nothing to fake, but count */
+	echo_pair(&x, dirs, why);
+	assert_int_equal(dirs[0], 0);
+	assert_int_equal(dirs[1], 0);
+	assert_string_equal(why[0], "CORIO_DISABLE=ktls");
+	assert_string_equal(why[1], "CORIO_DISABLE=ktls");
+	assert_int_equal(fake.ulp_calls, 0);
+	assert_null(SSL_CTX_get_keylog_callback(x.srv));
+	assert_null(SSL_CTX_get_keylog_callback(x.cli));
+	ctxs_free(&x);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_ktls_disabled_by_corio_disable_gh15(void **state)
+{
+	(void)state;
+	need(true);
+	fake_reset();
+	assert_int_equal(setenv("CORIO_DISABLE", "ktls", 1), 0);
+	run(disabled_main, NULL);
+}
+
+/* ---- the keylog callback ------------------------------------------------ */
+
+static struct {
+	int lines;
+	unsigned char server_secret[64];	/* SERVER_TRAFFIC_SECRET_0 */
+	size_t len;
+} logged;
+
+static void user_keylog(const SSL *ssl, const char *line)
+{
+	static const char label[] = "SERVER_TRAFFIC_SECRET_0 ";
+	const char *hex = strrchr(line, ' ') + 1;
+	unsigned int b;
+
+	(void)ssl;
+	logged.lines++;
+	if (strncmp(line, label, sizeof(label) - 1))
+		return;
+	for (logged.len = 0; logged.len < sizeof(logged.server_secret) &&
+	     sscanf(hex, "%2x", &b) == 1; hex += 2)
+		logged.server_secret[logged.len++] = (unsigned char)b;
+}
+
+/*
+ * The user's keylog callback sees every line while corio's is set; and
+ * the key corio derived from that secret is TLS13-KDF's (OpenSSL's own
+ * HKDF-Expand-Label, not the code corio uses).  A callback the user sets
+ * later is chained as well.
+ */
+static int keylog_main(void *arg)
+{
+	struct kpair p;
+	unsigned char key[16];
+	int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
+	EVP_KDF *kdf;
+	EVP_KDF_CTX *kctx;
+	OSSL_PARAM params[6];
+	int round;
+
+	(void)arg;
+	memset(&p, 0, sizeof(p));
+	p.x = kctxs(TLS1_3_VERSION, "TLS_AES_128_GCM_SHA256", 0);
+	SSL_CTX_set_keylog_callback(p.x.cli, user_keylog);
+	for (round = 0; round < 2; round++) {
+		memset(&logged, 0, sizeof(logged));
+		kpair_open(&p, false);
+		assert_int_equal(ktls_dirs(p.a.s, NULL),
+				 CORIO_KTLS_RX | CORIO_KTLS_TX);
+		assert_ptr_not_equal(SSL_CTX_get_keylog_callback(p.x.cli),
+				     user_keylog);
+		/* Both handshake secrets, the exporter, both traffic. */
+		assert_int_equal(logged.lines, 5);
+		assert_int_equal(logged.len, 32);
+		kdf = EVP_KDF_fetch(NULL, OSSL_KDF_NAME_TLS1_3_KDF, NULL);
+		kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+		assert_non_null(kctx);
+		params[0] = OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode);
+		params[1] = OSSL_PARAM_construct_utf8_string(
+			OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+		params[2] = OSSL_PARAM_construct_octet_string(
+			OSSL_KDF_PARAM_KEY, logged.server_secret, logged.len);
+		params[3] = OSSL_PARAM_construct_octet_string(
+			OSSL_KDF_PARAM_PREFIX, (char *)"tls13 ", 6);
+		params[4] = OSSL_PARAM_construct_octet_string(
+			OSSL_KDF_PARAM_LABEL, (char *)"key", 3);
+		params[5] = OSSL_PARAM_construct_end();
+		assert_int_equal(EVP_KDF_derive(kctx, key, sizeof(key), params),
+				 1);
+		EVP_KDF_CTX_free(kctx);
+		EVP_KDF_free(kdf);
+		/* The client reads what the server writes. */
+		assert_memory_equal(key, p.rx.key, sizeof(key));
+		kpair_close(&p);
+		/* Set again by the user: corio's goes on top of it. */
+		SSL_CTX_set_keylog_callback(p.x.cli, user_keylog);
+	}
+	ctxs_free(&p.x);
+	assert_loop_clean();
+	return 0;
+}
+
+static void test_ktls_keylog_callback_chained_gh15(void **state)
+{
+	(void)state;
+	need(true);
+	fake_reset();
+	run(keylog_main, NULL);
+}
+
+/* ---- control records after the handover --------------------------------- */
 
 static int rec(struct corio_ktls_rx *rx, int type, const char *p, size_t n)
 {
@@ -2009,9 +3241,50 @@ static void test_ktls_control_records_gh15(void **state)
 	assert_int_equal(rec(&rx, 22, nst, 9), -EPROTO);
 }
 
+#endif	/* CORIO_HAVE_KTLS */
 
 /* ---- no leaked SSL object ----------------------------------------------- */
 
+#if CORIO_HAVE_KTLS
+/*
+ * The kTLS paths: handed over (faked) with a record drained first, TX
+ * refused after RX, and a handshake that fails while its secrets are
+ * kept for the handover.
+ */
+static void ktls_churn(SSL_CTX *untrusting)
+{
+	struct server e = { .read_ret = 1 };
+	struct kpair p;
+	corio_stream *s = NULL;
+	char buf[16];
+	corio_task *t;
+	int i, fd;
+
+	for (i = 0; i < 2; i++) {
+		fake_reset();
+		memset(&p, 0, sizeof(p));
+		p.x = kctxs(TLS1_3_VERSION, NULL, -1);
+		fake.tx_err = i ? EINVAL : 0;
+		kpair_start(&p, true);
+		mpeer_write(&p.b, "early", 5);
+		mpeer_flush(&p.b);
+		kpair_join(&p);
+		assert_int_equal(ktls_dirs(p.a.s, NULL), i ? CORIO_KTLS_RX :
+				 CORIO_KTLS_RX | CORIO_KTLS_TX);
+		assert_int_equal(corio_stream_read(p.a.s, buf, sizeof(buf)), 5);
+		kpair_close(&p);
+		e.ctx = p.x.srv;
+		assert_int_equal(tcp_pair(&fd, &e.fd), 0);
+		t = serve(&e);
+		assert_int_equal(corio_tls_connect(fd, untrusting, "localhost",
+						   &s), -EPROTO);
+		assert_int_equal(corio_close(fd), 0);
+		assert_int_equal(corio_join(t), 0);
+		ctxs_free(&p.x);
+	}
+	fake_reset();
+}
+#endif
 
 /* A bit of everything: a handshake and echo, failures, a cancellation. */
 static int churn_main(void *arg)
@@ -2079,6 +3352,9 @@ static int churn_main(void *arg)
 	assert_int_equal(corio_close(sv[0]), 0);
 	assert_int_equal(corio_close(sv[1]), 0);
 
+#if CORIO_HAVE_KTLS
+	ktls_churn(untrusting);
+#endif
 	SSL_CTX_free(untrusting);
 	ctxs_free(&x);
 	assert_loop_clean();
@@ -2188,7 +3464,23 @@ int main(void)
 		TLS_TEST(test_openssl_out_of_memory_enomem),
 		TLS_TEST(test_no_leaked_ssl_objects),
 		TLS_TEST(test_echo_examples_over_tls),
-		TLS_TEST(test_ktls_control_records_gh15),
+#if CORIO_HAVE_KTLS
+		KTLS_TEST(test_ktls_keys_tls13_aes128_gcm_gh15),
+		KTLS_TEST(test_ktls_keys_tls13_aes256_gcm_gh15),
+		KTLS_TEST(test_ktls_keys_tls13_chacha20_poly1305_gh15),
+		KTLS_TEST(test_ktls_keys_tls12_aes128_gcm_gh15),
+		KTLS_TEST(test_ktls_keys_tls12_aes256_gcm_gh15),
+		KTLS_TEST(test_ktls_keys_tls12_chacha20_poly1305_gh15),
+		KTLS_TEST(test_ktls_seq_counts_session_tickets_gh15),
+		KTLS_TEST(test_ktls_drains_records_that_came_with_the_handshake_gh15),
+		KTLS_TEST(test_ktls_key_update_or_close_early_stays_in_user_space_gh15),
+		KTLS_TEST(test_ktls_kernel_path_moves_plaintext_gh15),
+		KTLS_TEST(test_ktls_refused_per_direction_falls_back_gh15),
+		KTLS_TEST(test_ktls_ulp_refused_stays_in_user_space_gh15),
+		KTLS_TEST(test_ktls_disabled_by_corio_disable_gh15),
+		KTLS_TEST(test_ktls_keylog_callback_chained_gh15),
+		KTLS_TEST(test_ktls_control_records_gh15),
+#endif
 	};
 
 	/* Before OpenSSL's first allocation, or it refuses. */
