@@ -319,6 +319,26 @@ static inline struct io_uring_sqe *corio__loop_sqe(struct corio_loop *loop)
 }
 void corio__loop_reap(struct corio_loop *loop);
 
+/* SQEs were queued since the kernel last took the SQ ring's entries. */
+static inline bool corio__loop_queued(const struct corio_loop *loop)
+{
+	return loop->ring.sq.sqe_tail !=
+	       IO_URING_READ_ONCE(*loop->ring.sq.khead);
+}
+
+/*
+ * Completions may wait in the kernel for an enter: with DEFER_TASKRUN it
+ * posts them only inside one and raises IORING_SQ_TASKRUN when it has
+ * some to post; without TASKRUN_FLAG any op in flight may have them.
+ */
+static inline bool corio__loop_kernel_cqes(const struct corio_loop *loop)
+{
+	return loop->stats.ops_in_flight &&
+	       (!loop->taskrun_flag ||
+		(IO_URING_READ_ONCE(*loop->ring.sq.kflags) &
+		 (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)));
+}
+
 /*
  * The turn's tasks have all run, and one of them is switching out: may the
  * next turn begin right there, without a jump to the scheduler and back?
@@ -334,16 +354,11 @@ void corio__loop_reap(struct corio_loop *loop);
 
 static inline struct corio_task *corio__loop_turn_quick(struct corio_loop *loop)
 {
-	struct io_uring *ring = &loop->ring;
 	struct corio_task *t = loop->ready_head;
 
 	if (!t || loop->arms || loop->turns_slow || loop->trim_at ||
-	    ring->sq.sqe_tail != IO_URING_READ_ONCE(*ring->sq.khead))
-		return NULL;
-	if (loop->stats.ops_in_flight &&
-	    (!loop->taskrun_flag || io_uring_cq_ready(ring) ||
-	     (IO_URING_READ_ONCE(*ring->sq.kflags) &
-	      (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))))
+	    corio__loop_queued(loop) || corio__loop_kernel_cqes(loop) ||
+	    (loop->stats.ops_in_flight && io_uring_cq_ready(&loop->ring)))
 		return NULL;
 	if (corio_unlikely(++loop->quick_turns == CORIO_QUICK_TURNS))
 		return NULL;

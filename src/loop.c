@@ -429,9 +429,7 @@ static bool quiescent(const struct corio_loop *loop)
  */
 static CORIO_COLD void cluster_idle(struct corio_loop *loop)
 {
-	struct io_uring *ring = &loop->ring;
-
-	if (ring->sq.sqe_tail != IO_URING_READ_ONCE(*ring->sq.khead) ||
+	if (corio__loop_queued(loop) ||
 	    (loop->tearing_down && !loop->idle && quiescent(loop))) {
 		enter(loop, false, NULL);
 		return;
@@ -443,7 +441,6 @@ static CORIO_COLD void cluster_idle(struct corio_loop *loop)
 /* Submits and reaps once: the second half of a turn. */
 static void pump(struct corio_loop *loop)
 {
-	struct io_uring *ring = &loop->ring;
 	bool idle, queued;
 
 	if (corio_unlikely(loop->arms))
@@ -454,20 +451,15 @@ static void pump(struct corio_loop *loop)
 		cluster_idle(loop);
 		return;
 	}
-	queued = ring->sq.sqe_tail != IO_URING_READ_ONCE(*ring->sq.khead);
+	queued = corio__loop_queued(loop);
 	if (!queued && !loop->stats.ops_in_flight) {
 		if (idle)
 			deadlock(loop);
 		return;
 	}
-	/*
-	 * With DEFER_TASKRUN the kernel posts completions only inside an
-	 * enter and raises IORING_SQ_TASKRUN when it has some to post: tasks
-	 * that keep yielding skip the syscall until then.
-	 */
-	if (!queued && !idle && loop->taskrun_flag &&
-	    !(IO_URING_READ_ONCE(*ring->sq.kflags) &
-	      (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) {
+	/* Tasks that keep yielding skip the syscall until the kernel has
+	 * completions to post. */
+	if (!queued && !idle && !corio__loop_kernel_cqes(loop)) {
 		corio__loop_reap(loop);
 		return;
 	}
@@ -548,8 +540,7 @@ void corio__loop_run(struct corio_loop *loop)
 				return;
 			/* Every loop of the cluster must be done too. */
 			if (corio__loops_done(loop)) {
-				if (loop->ring.sq.sqe_tail !=
-				    IO_URING_READ_ONCE(*loop->ring.sq.khead))
+				if (corio__loop_queued(loop))
 					enter(loop, false, NULL);
 				return;
 			}

@@ -229,8 +229,9 @@ static CORIO_COLD int slab_new(struct corio_stack_pool *pool)
 	return 0;
 }
 
-static CORIO_COLD struct corio_stack_pool *pool_add(struct corio_loop *loop,
-						    size_t size)
+/* The pool of stacks of size, made on first use. */
+static CORIO_COLD struct corio_stack_pool *pool_find_slow(
+	struct corio_loop *loop, size_t size)
 {
 	struct corio_stack_pool *pool;
 
@@ -255,7 +256,7 @@ static inline struct corio_stack_pool *pool_find(struct corio_loop *loop,
 {
 	struct corio_stack_pool *pool = loop->pools;
 
-	return pool && pool->size == size ? pool : pool_add(loop, size);
+	return pool && pool->size == size ? pool : pool_find_slow(loop, size);
 }
 
 static CORIO_COLD char *stack_carve(struct corio_stack_pool *pool,
@@ -360,7 +361,6 @@ struct corio_task *corio__stack_get_heap(struct corio_loop *loop,
 	t->stack.heap = true;
 	return t;
 }
-
 
 static int cmp_entry(const void *a, const void *b)
 {
