@@ -1,17 +1,24 @@
 /*
  * tls.c - TLS streams over OpenSSL: corio_tls_accept, corio_tls_connect.
  *
- * OpenSSL works on two memory BIOs, never on the socket: rbio holds the
- * ciphertext received and not yet decrypted, wbio what OpenSSL produced
- * and corio has not yet sent.  Ciphertext moves through corio's own awaits
- * (corio_recv, corio_send), so the handshake, reads and writes are
- * cancellation points that honour the task's deadline, and nothing here
- * blocks the loop.  A TLS stream is a corio_stream whose reads and writes
- * stream.c hands to corio__tls_read and corio__tls_write.
+ * OpenSSL never touches the socket: its BIO (bio_read, bio_write) is a
+ * pair of corio's buffers.  in[pos, len) is ciphertext received and not
+ * yet taken by OpenSSL, out[pos, len) what OpenSSL produced and corio has
+ * not yet sent.  corio_recv fills in's end and corio_send sends straight
+ * from out, so ciphertext is copied once between the ring and OpenSSL's
+ * own record buffers (a memory BIO costs two more passes and a memset).
+ * Ciphertext moves through corio's own awaits, so the handshake, reads
+ * and writes are cancellation points that honour the task's deadline,
+ * and nothing here blocks the loop.  A TLS stream is a corio_stream whose
+ * reads and writes stream.c hands to corio__tls_read and corio__tls_write.
  *
  * Nothing is lost to a cancellation: ciphertext that arrived stays in
- * rbio, plaintext that SSL_read returned is in the stream's buffer, and
- * ciphertext not yet sent stays in wbio for the next write or flush.
+ * in, plaintext that SSL_read returned is in the stream's buffer, and
+ * ciphertext not yet sent stays in out for the next write or flush.
+ * While a send reads out (sending), out's bytes stay where they are: it
+ * grows into a copy, and the old one is freed when the send returns
+ * (out_old).  in is compacted only in fill_in, before it receives; one
+ * task receives at a time, as one reads a plain stream at a time.
  *
  * OpenSSL's error queue is per thread, and the loop's tasks share a
  * thread: it is cleared before each SSL call and read right after, with
@@ -31,6 +38,7 @@
  */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -45,7 +53,10 @@
 #include <openssl/x509v3.h>
 
 #define NET_CHUNK	(16u * 1024u + 512u)	/* a TLS record and then some */
+#define IN_CAP		(2u * NET_CHUNK)	/* received per recv, at most */
 #define WRITE_CHUNK	(64u * 1024u)	/* plaintext encrypted between sends */
+/* A record's header and body, at most (TLS 1.2's ciphertext limit). */
+#define RECORD_MAX	(5u + 16384u + 2048u)
 
 /*
  * Why the thread's last corio_tls_accept or corio_tls_connect failed,
@@ -53,16 +64,21 @@
  */
 static CORIO_TLS char last_err[256];
 
+/* Bytes p[pos, len) of cap; p NULL once the kernel encrypts and decrypts. */
+struct tls_buf {
+	char *p;
+	size_t pos, len, cap;
+};
+
 struct corio_tls {
 	SSL *ssl;
-	BIO *rbio, *wbio;
+	struct tls_buf in;	/* ciphertext for OpenSSL */
+	struct tls_buf out;	/* ciphertext from OpenSSL, unsent */
+	char *out_old;		/* what a send in flight reads, out having grown */
 	int fd;
 	bool eof;		/* the peer closed the TCP connection */
 	bool sending;		/* a task is in flush_out */
-	/* NULL once the kernel encrypts and decrypts: */
-	char *in;		/* NET_CHUNK: ciphertext on its way to rbio */
-	char *out;		/* NET_CHUNK: taken from wbio, out[opos, olen) unsent */
-	int opos, olen;
+	int bio_err;		/* why the BIO failed OpenSSL: -ENOMEM */
 	int failed;		/* a read's error kept for the next read */
 	char *early;		/* plaintext drained before kTLS: [epos, elen) */
 	size_t epos, elen;
@@ -98,43 +114,164 @@ static void err_keep(struct corio_tls *t, const char *what)
 }
 
 /*
- * Sends what OpenSSL produced, in order: first what a failed send left in
- * out, then wbio.  0, or -errno of the send (the rest stays for the next
+ * Room for need more bytes at b's end: 0, or -ENOMEM.  With fixed (a
+ * send reads b), nothing moves: b grows into a copy, and the old buffer,
+ * which the send reads, waits in *old for the send to return.
+ */
+static int buf_room(struct tls_buf *b, size_t need, bool fixed, char **old)
+{
+	size_t cap;
+	char *p;
+
+	if (b->cap - b->len >= need)
+		return 0;
+	if (!fixed && b->pos) {
+		memmove(b->p, b->p + b->pos, b->len - b->pos);
+		b->len -= b->pos;
+		b->pos = 0;
+		if (b->cap - b->len >= need)
+			return 0;
+	}
+	cap = b->cap ? b->cap : NET_CHUNK;
+	while (cap - b->len < need)
+		cap *= 2;
+	if (!fixed) {
+		p = realloc(b->p, cap);
+		if (!p)
+			return -ENOMEM;
+	} else {
+		p = malloc(cap);
+		if (!p)
+			return -ENOMEM;
+		memcpy(p, b->p, b->len);
+		if (*old)
+			free(b->p);	/* a copy no send reads */
+		else
+			*old = b->p;
+	}
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+/* OpenSSL takes ciphertext from in; none there is "retry": WANT_READ. */
+static int bio_read(BIO *b, char *dst, size_t len, size_t *got)
+{
+	struct corio_tls *t = BIO_get_data(b);
+	size_t n = t->in.len - t->in.pos;
+
+	BIO_clear_retry_flags(b);
+	if (n == 0) {
+		BIO_set_retry_read(b);
+		return 0;
+	}
+	if (n > len)
+		n = len;
+	memcpy(dst, t->in.p + t->in.pos, n);
+	t->in.pos += n;
+	*got = n;
+	return 1;
+}
+
+/* OpenSSL's ciphertext, all of it, to out; counted while kTLS may follow. */
+static int bio_write(BIO *b, const char *src, size_t len, size_t *put)
+{
+	struct corio_tls *t = BIO_get_data(b);
+
+	BIO_clear_retry_flags(b);
+	if (buf_room(&t->out, len, t->sending, &t->out_old) < 0) {
+		t->bio_err = -ENOMEM;
+		return 0;
+	}
+	memcpy(t->out.p + t->out.len, src, len);
+	t->out.len += len;
+	if (t->k.track)
+		corio__ktls_scan(&t->k.out, src, len);
+	*put = len;
+	return 1;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct corio_tls *t = BIO_get_data(b);
+
+	(void)num, (void)ptr;
+	switch (cmd) {
+	case BIO_CTRL_PENDING:
+		return (long)(t->in.len - t->in.pos);
+	case BIO_CTRL_WPENDING:
+		return (long)(t->out.len - t->out.pos);
+	case BIO_CTRL_FLUSH:	/* sent by flush_out, after the SSL call */
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static int bio_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static BIO_METHOD *bio_method;
+static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
+
+static void bio_method_make(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+				     "corio ciphertext");
+
+	if (m && (!BIO_meth_set_read_ex(m, bio_read) ||
+		  !BIO_meth_set_write_ex(m, bio_write) ||
+		  !BIO_meth_set_ctrl(m, bio_ctrl) ||
+		  !BIO_meth_set_create(m, bio_create))) {
+		BIO_meth_free(m);
+		m = NULL;
+	}
+	bio_method = m;	/* process-long, as OpenSSL's own methods */
+}
+
+static BIO *bio_new(struct corio_tls *t)
+{
+	BIO *b;
+
+	pthread_once(&bio_once, bio_method_make);
+	b = bio_method ? BIO_new(bio_method) : NULL;
+	if (b)
+		BIO_set_data(b, t);
+	return b;
+}
+
+/*
+ * Sends what OpenSSL produced, in order: out, from where a failed send
+ * left it.  0, or -errno of the send (the rest stays for the next
  * flush).  One task at a time: another that comes meanwhile (a reader
  * whose record needs an answer) leaves it to the one sending, which
- * drains wbio to the end.
+ * sends out to its end, what was added meanwhile too.
  */
 static int flush_out(struct corio_tls *t)
 {
+	struct tls_buf *o = &t->out;
 	int ret = 0;
 
 	if (t->sending || (t->k.dirs & CORIO_KTLS_TX))
 		return 0;
 	t->sending = true;
-	for (;;) {
-		if (t->opos == t->olen) {
-			t->opos = 0;
-			t->olen = BIO_read(t->wbio, t->out, NET_CHUNK);
-			if (t->olen <= 0) {
-				t->olen = 0;
-				break;
-			}
-			if (t->k.track)
-				corio__ktls_scan(&t->k.out, t->out,
-						 (size_t)t->olen);
-		}
-		while (t->opos < t->olen) {
-			ssize_t w = corio_send(t->fd, t->out + t->opos,
-					       (size_t)(t->olen - t->opos), 0);
+	while (o->pos < o->len) {
+		ssize_t w = corio_send(t->fd, o->p + o->pos, o->len - o->pos,
+				       0);
 
-			if (w < 0) {
-				ret = (int)w;
-				goto out;
-			}
-			t->opos += (int)w;
+		free(t->out_old);	/* what that send read, if out grew */
+		t->out_old = NULL;
+		if (w < 0) {
+			ret = (int)w;
+			break;
 		}
+		o->pos += (size_t)w;
 	}
-out:
+	if (o->pos == o->len)
+		o->pos = o->len = 0;
 	t->sending = false;
 	return ret;
 }
@@ -144,9 +281,10 @@ int corio__tls_flush(struct corio_tls *t)
 	return flush_out(t);
 }
 
-/* One receive into rbio: >0, 0 at EOF, or -errno. */
+/* One receive to in's end: >0, 0 at EOF, or -errno. */
 static ssize_t fill_in(struct corio_tls *t)
 {
+	struct tls_buf *in = &t->in;
 	ssize_t n;
 
 	/* The kernel decrypts: OpenSSL's read side is over, and nothing it
@@ -156,10 +294,16 @@ static ssize_t fill_in(struct corio_tls *t)
 			 "the kernel decrypts (kTLS)");
 		return -EPROTO;
 	}
-	n = corio_recv(t->fd, t->in, NET_CHUNK, 0);
-
+	if (in->pos == in->len)
+		in->pos = in->len = 0;
+	if (in->cap - in->len < NET_CHUNK && buf_room(in, NET_CHUNK, false,
+						       NULL) < 0) {
+		snprintf(t->err, sizeof(t->err), "receive: out of memory");
+		return -ENOMEM;
+	}
+	n = corio_recv(t->fd, in->p + in->len, in->cap - in->len, 0);
 	if (n > 0)
-		BIO_write(t->rbio, t->in, (int)n);
+		in->len += (size_t)n;
 	else if (n == 0)
 		t->eof = true;
 	return n;
@@ -275,7 +419,7 @@ ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
 	 * batch is one read for the stream. */
 	/* Only while OpenSSL holds more: a call bound to fail costs. */
 	while ((size_t)ret < len &&
-	       (SSL_pending(t->ssl) > 0 || BIO_ctrl_pending(t->rbio) > 0)) {
+	       (SSL_pending(t->ssl) > 0 || t->in.len > t->in.pos)) {
 		int more = SSL_read(t->ssl, (char *)buf + ret,
 				    (int)(len - (size_t)ret));
 
@@ -308,7 +452,7 @@ ssize_t corio__tls_write(struct corio_tls *t, const void *p, size_t len)
 			   (int)(len - done);
 
 		err_clear();
-		/* Into wbio, which takes it all; sent before the next part,
+		/* Into out, which takes it all; sent before the next part,
 		 * so a big write holds one part's ciphertext, not all. */
 		ret = SSL_write(t->ssl, (const char *)p + done, part);
 		if (ret > 0) {
@@ -354,7 +498,9 @@ void corio__tls_free(struct corio_tls *t)
 		return;
 	corio__ktls_end(&t->k, t->ssl);
 	SSL_free(t->ssl);	/* and its BIOs */
-	free(t->in);		/* and out */
+	free(t->in.p);
+	free(t->out.p);
+	free(t->out_old);
 	free(t->early);
 	free(t);
 }
@@ -371,23 +517,21 @@ int corio__tls_ktls(const struct corio_tls *t, const char **why)
 	return t->k.dirs;
 }
 
-/* A record's header and body, at most (TLS 1.2's ciphertext limit). */
-#define RECORD_MAX	(5u + 16384u + 2048u)
-
 /*
  * Before the kernel decrypts: the records that came with the handshake's
- * last bytes (in rbio: read-ahead is off, so OpenSSL holds none) go
- * through OpenSSL here, one at a time, their plaintext to t->early; a
- * record cut short is completed from the socket first, reading no byte
- * past it.  *nr gets how many were drained.  false if the kernel must
- * not take over: a record that changed more than data (a key update, an
- * alert, a renegotiation: ktls.c's watch), something OpenSSL wrote, an
- * error, no memory; what was not drained is back in rbio for OpenSSL.
+ * last bytes (in in: read-ahead is off, so OpenSSL holds none) go through
+ * OpenSSL here, one at a time (in's end set at the record's end, the rest
+ * out of OpenSSL's sight), their plaintext to t->early; a record cut
+ * short is completed from the socket first, reading no byte past it.
+ * *nr gets how many were drained.  false if the kernel must not take
+ * over: a record that changed more than data (a key update, an alert, a
+ * renegotiation: ktls.c's watch), something OpenSSL wrote, an error, no
+ * memory; what was not drained stays in in for OpenSSL.
  */
 static bool drain_early(struct corio_tls *t, uint64_t *nr)
 {
-	size_t have = BIO_ctrl_pending(t->rbio), off, want, rlen = 0;
-	unsigned char *raw;
+	struct tls_buf *in = &t->in;
+	size_t off, want, end, have, size;
 	bool ok = true;
 	ssize_t n;
 	int r, e;
@@ -399,51 +543,51 @@ static bool drain_early(struct corio_tls *t, uint64_t *nr)
 			 "received");
 		return false;
 	}
-	if (have == 0)
+	if (in->len == in->pos)
 		return true;
-	raw = malloc(have + RECORD_MAX);
-	t->early = malloc(have);
-	if (!raw || !t->early) {
-		free(raw);
-		free(t->early);
-		t->early = NULL;
-		snprintf(t->k.why, sizeof(t->k.why), "early records: out of "
-			 "memory");
-		return false;
-	}
-	BIO_read(t->rbio, raw, (int)have);
-	for (off = 0; off < have; off += want) {
-		want = have - off < 5 ? 5 :
-		       5 + ((size_t)raw[off + 3] << 8 | raw[off + 4]);
+	if (buf_room(in, RECORD_MAX, false, NULL) < 0)
+		goto nomem;
+	for (off = in->pos; off < in->len; off += want) {
+		have = in->len - off;
+		want = have < 5 ? 5 :
+		       5 + ((size_t)(unsigned char)in->p[off + 3] << 8 |
+			    (unsigned char)in->p[off + 4]);
 		if (want > RECORD_MAX) {
 			snprintf(t->k.why, sizeof(t->k.why), "early records: "
 				 "a record of %zu bytes", want);
-			ok = false;
-			break;
+			return false;
 		}
-		if (have - off >= want)
+		if (have >= want)
 			continue;
-		/* The peer writes whole records: the rest is on its way. */
-		n = corio_recv(t->fd, raw + have, want - (have - off), 0);
+		/* The peer writes whole records: the rest is on its way.
+		 * Only the last record can be short, and room for a whole
+		 * one is there. */
+		n = corio_recv(t->fd, in->p + in->len, want - have, 0);
 		if (n <= 0) {
 			if (n == 0)
 				t->eof = true;
 			snprintf(t->k.why, sizeof(t->k.why), "early records: "
 				 "%s", n ? strerror((int)-n) : "EOF");
-			ok = false;
-			break;
+			return false;
 		}
-		have += (size_t)n;
+		in->len += (size_t)n;
 		want = 0;	/* the same record again */
 	}
+	/* Plaintext is shorter than its records. */
+	size = in->len - in->pos;
+	t->early = malloc(size);
+	if (!t->early)
+		goto nomem;
 	corio__ktls_watch(&t->k, t->ssl, true);
-	for (off = 0; ok && off < have; off += rlen) {
-		rlen = 5 + ((size_t)raw[off + 3] << 8 | raw[off + 4]);
-		BIO_write(t->rbio, raw + off, (int)rlen);
+	end = in->len;
+	while (ok && in->pos < end) {
+		off = in->pos;
+		in->len = off + 5 + ((size_t)(unsigned char)in->p[off + 3] << 8 |
+				     (unsigned char)in->p[off + 4]);
 		do {
 			err_clear();
 			r = SSL_read(t->ssl, t->early + t->elen,
-				     (int)(have - t->elen));
+				     (int)(size - t->elen));
 			if (r > 0)
 				t->elen += (size_t)r;
 		} while (r > 0);
@@ -455,7 +599,7 @@ static bool drain_early(struct corio_tls *t, uint64_t *nr)
 		}
 		ERR_clear_error();
 		if (e != SSL_ERROR_WANT_READ || t->k.spoiled ||
-		    BIO_ctrl_pending(t->wbio) || BIO_ctrl_pending(t->rbio) ||
+		    t->out.len > t->out.pos || in->pos != in->len ||
 		    SSL_has_pending(t->ssl)) {
 			snprintf(t->k.why, sizeof(t->k.why), "early records: "
 				 "%s", e == SSL_ERROR_ZERO_RETURN ?
@@ -465,18 +609,19 @@ static bool drain_early(struct corio_tls *t, uint64_t *nr)
 		} else {
 			(*nr)++;
 		}
+		in->len = end;
 	}
 	corio__ktls_watch(&t->k, t->ssl, false);
-	if (off < have)
-		BIO_write(t->rbio, raw + off, (int)(have - off));
-	free(raw);
 	if (!t->elen) {
 		free(t->early);
 		t->early = NULL;
 	}
-	if (BIO_ctrl_pending(t->wbio))
+	if (t->out.len > t->out.pos)
 		flush_out(t);	/* an alert or a key update: best effort */
 	return ok;
+nomem:
+	snprintf(t->k.why, sizeof(t->k.why), "early records: out of memory");
+	return false;
 }
 
 /*
@@ -490,7 +635,7 @@ static void ktls_start(struct corio_tls *t)
 
 	if (!corio__ktls_ready(k, t->ssl))
 		goto out;
-	if (t->opos != t->olen || BIO_ctrl_pending(t->wbio)) {
+	if (t->out.len > t->out.pos) {
 		snprintf(k->why, sizeof(k->why), "ciphertext still queued");
 		goto out;
 	}
@@ -500,8 +645,10 @@ static void ktls_start(struct corio_tls *t)
 	if (k->dirs & CORIO_KTLS_TX) {
 		/* OpenSSL moves no more records: its buffers and ours go. */
 		SSL_free_buffers(t->ssl);
-		free(t->in);
-		t->in = t->out = NULL;
+		free(t->in.p);
+		free(t->out.p);
+		memset(&t->in, 0, sizeof(t->in));
+		memset(&t->out, 0, sizeof(t->out));
 	}
 out:
 	corio__ktls_end(k, t->ssl);
@@ -515,6 +662,7 @@ static int tls_start(int fd, struct ssl_ctx_st *ctx, const char *name,
 	struct corio_task *self = corio__current();
 	struct corio_tls *t;
 	corio_stream *s;
+	BIO *bio;
 	int ret;
 
 	if (fd < 0 || !ctx || !out)
@@ -531,18 +679,17 @@ static int tls_start(int fd, struct ssl_ctx_st *ctx, const char *name,
 	if (!t)
 		return -ENOMEM;
 	t->fd = fd;
-	t->in = malloc(2 * NET_CHUNK);
-	t->out = t->in ? t->in + NET_CHUNK : NULL;
+	t->in.p = malloc(IN_CAP);
+	t->in.cap = IN_CAP;
+	t->out.p = malloc(NET_CHUNK);
+	t->out.cap = NET_CHUNK;
 	t->ssl = SSL_new(ctx);
-	t->rbio = BIO_new(BIO_s_mem());
-	t->wbio = BIO_new(BIO_s_mem());
-	if (!t->in || !t->ssl || !t->rbio || !t->wbio) {
-		BIO_free(t->rbio);
-		BIO_free(t->wbio);
+	bio = t->ssl ? bio_new(t) : NULL;
+	if (!t->in.p || !t->out.p || !bio) {
 		ret = -ENOMEM;
 		goto err;
 	}
-	SSL_set_bio(t->ssl, t->rbio, t->wbio);
+	SSL_set_bio(t->ssl, bio, bio);	/* one reference, both ways */
 	/* Take whole chunks of ciphertext at a time, not a header first;
 	 * but one record at a time while the kernel may take over. */
 	SSL_set_read_ahead(t->ssl, !corio__ktls_track(&t->k, t->ssl, fd));
