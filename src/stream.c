@@ -128,6 +128,24 @@ int corio_stream_fd(const corio_stream *s)
 	return s ? s->fd : -EINVAL;
 }
 
+/*
+ * The size from which a read or write skips the stream's buffer: the
+ * buffer's own, or on a TLS stream that OpenSSL runs in that direction,
+ * one record's plaintext.  There OpenSSL already holds the ciphertext
+ * received and the record being read, and encrypts what a write hands
+ * it, so the buffer would only add a copy to a read or write of a whole
+ * record.
+ */
+#define TLS_RECORD_PLAIN	16384u
+
+static size_t direct_min(const struct corio_stream *s, int ktls_dir)
+{
+	if (s->tls && s->buf_size > TLS_RECORD_PLAIN &&
+	    !(corio__tls_ktls(s->tls, NULL) & ktls_dir))
+		return TLS_RECORD_PLAIN;
+	return s->buf_size;
+}
+
 /* Hands n buffered bytes to the caller. */
 static void take(struct corio_stream *s, void *buf, size_t n)
 {
@@ -224,7 +242,7 @@ ssize_t corio_stream_read(corio_stream *s, void *buf, size_t len)
 		return 0;
 	if (s->rend == s->rpos) {
 		/* A read that would fill the whole buffer skips the copy. */
-		if (len >= s->buf_size || s->lent_len)
+		if (len >= direct_min(s, CORIO_KTLS_RX) || s->lent_len)
 			return read_direct(s, buf, len);
 		n = fill(s);
 		if (n <= 0)
@@ -391,6 +409,7 @@ static int drain(struct corio_stream *s, const char *p, size_t len)
 ssize_t corio_stream_write(corio_stream *s, const void *buf, size_t len)
 {
 	size_t room;
+	bool big;
 	int ret;
 
 	if (!s || (!buf && len) || len > SSIZE_MAX)
@@ -398,12 +417,13 @@ ssize_t corio_stream_write(corio_stream *s, const void *buf, size_t len)
 	if (len == 0)
 		return 0;
 	room = s->buf_size - s->wlen;
-	if (len < room) {
+	big = len >= direct_min(s, CORIO_KTLS_TX);
+	if (len < room && !big) {
 		memcpy(s->wbuf + s->wlen, buf, len);
 		s->wlen += len;
 		return (ssize_t)len;
 	}
-	if (len >= s->buf_size) {
+	if (big) {
 		/* Too big to buffer: out right after the buffered bytes. */
 		ret = drain(s, buf, len);
 		return ret < 0 ? ret : (ssize_t)len;
