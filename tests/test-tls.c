@@ -2636,11 +2636,14 @@ static int send_later_fn(void *arg)
 	return 0;
 }
 
+static unsigned char early_big[16000], early_wire[32768];
+
 /*
  * B sends its last flight and four records at once, the third cut in
  * two, its rest (with the fourth) a moment later: A drains three records
  * in user space, completing the third from the socket without taking a
  * byte of the fourth, which A's kernel then reads as the next record.
+ * Then one record cut in its body, small and big.
  */
 static int early_main(void *arg)
 {
@@ -2704,6 +2707,34 @@ static int early_main(void *arg)
 	assert_memory_equal(got, "onet", 4);
 	assert_int_equal(corio_stream_read(p.a.s, got, sizeof(got)), 2);
 	assert_memory_equal(got, "wo", 2);
+	kpair_close(&p);
+	ctxs_free(&p.x);
+
+	/* A big record cut in its body: its plaintext is far more than the
+	 * ciphertext there was when the drain began. */
+	memset(&p, 0, sizeof(p));
+	p.x = kctxs(version, NULL, 0);
+	kpair_start(&p, a_server);
+	for (i = 0; i < sizeof(early_big); i++)
+		early_big[i] = (unsigned char)(i * 7 + 1);
+	mpeer_write(&p.b, early_big, sizeof(early_big));
+	n = mpeer_take(&p.b, early_wire, sizeof(early_wire));
+	nrec = records_in(early_wire, n, off, ARRAY_SIZE(off));
+	cut = off[nrec - 1] + 9;
+	assert_int_equal(send_all(p.fb, early_wire, cut), (ssize_t)cut);
+	l = (struct later){ .fd = p.fb, .p = early_wire + cut,
+			    .len = n - cut };
+	t = corio_spawn(send_later_fn, &l);
+	assert_non_null(t);
+	kpair_join(&p);
+	assert_int_equal(corio_join(t), 0);
+	assert_int_equal(ktls_dirs(p.a.s, NULL), CORIO_KTLS_RX | CORIO_KTLS_TX);
+	assert_int_equal(p.rx.seq, (version == TLS1_2_VERSION ? 1 : 0) + 1);
+	memset(early_wire, 0, sizeof(early_big));
+	assert_int_equal(corio_stream_readexactly(p.a.s, early_wire,
+						  sizeof(early_big)),
+			 (ssize_t)sizeof(early_big));
+	assert_memory_equal(early_wire, early_big, sizeof(early_big));
 	kpair_close(&p);
 	ctxs_free(&p.x);
 	assert_loop_clean();
