@@ -576,6 +576,16 @@ int corio__tls_flush(struct corio_tls *t);
 void corio__tls_free(struct corio_tls *t);
 const char *corio__tls_errstr(const struct corio_tls *t);
 void corio__stream_set_tls(struct corio_stream *s, struct corio_tls *t);
+
+/* A TLS stream's ciphertext each way: p[pos, len) of cap bytes; p NULL
+ * once the kernel encrypts and decrypts. */
+struct corio_tls_buf {
+	char *p;
+	size_t pos, len, cap;
+};
+/* Room for need more bytes at the end; fixed while a send reads it. */
+int corio__tls_buf_room(struct corio_tls_buf *b, size_t need, bool fixed,
+			char **old);
 /* Which directions the kernel took over (CORIO_KTLS_*), and if not both, why. */
 #define CORIO_KTLS_RX	1
 #define CORIO_KTLS_TX	2

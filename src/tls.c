@@ -64,16 +64,10 @@
  */
 static CORIO_TLS char last_err[256];
 
-/* Bytes p[pos, len) of cap; p NULL once the kernel encrypts and decrypts. */
-struct tls_buf {
-	char *p;
-	size_t pos, len, cap;
-};
-
 struct corio_tls {
 	SSL *ssl;
-	struct tls_buf in;	/* ciphertext for OpenSSL */
-	struct tls_buf out;	/* ciphertext from OpenSSL, unsent */
+	struct corio_tls_buf in;	/* ciphertext for OpenSSL */
+	struct corio_tls_buf out;	/* ciphertext from OpenSSL, unsent */
 	char *out_old;		/* what a send in flight reads, out having grown */
 	int fd;
 	bool eof;		/* the peer closed the TCP connection */
@@ -118,7 +112,8 @@ static void err_keep(struct corio_tls *t, const char *what)
  * send reads b), nothing moves: b grows into a copy, and the old buffer,
  * which the send reads, waits in *old for the send to return.
  */
-static int buf_room(struct tls_buf *b, size_t need, bool fixed, char **old)
+int corio__tls_buf_room(struct corio_tls_buf *b, size_t need, bool fixed,
+			char **old)
 {
 	size_t cap;
 	char *p;
@@ -179,7 +174,7 @@ static int bio_write(BIO *b, const char *src, size_t len, size_t *put)
 	struct corio_tls *t = BIO_get_data(b);
 
 	BIO_clear_retry_flags(b);
-	if (buf_room(&t->out, len, t->sending, &t->out_old) < 0) {
+	if (corio__tls_buf_room(&t->out, len, t->sending, &t->out_old) < 0) {
 		t->bio_err = -ENOMEM;
 		return 0;
 	}
@@ -252,7 +247,7 @@ static BIO *bio_new(struct corio_tls *t)
  */
 static int flush_out(struct corio_tls *t)
 {
-	struct tls_buf *o = &t->out;
+	struct corio_tls_buf *o = &t->out;
 	int ret = 0;
 
 	if (t->sending || (t->k.dirs & CORIO_KTLS_TX))
@@ -284,7 +279,7 @@ int corio__tls_flush(struct corio_tls *t)
 /* One receive to in's end: >0, 0 at EOF, or -errno. */
 static ssize_t fill_in(struct corio_tls *t)
 {
-	struct tls_buf *in = &t->in;
+	struct corio_tls_buf *in = &t->in;
 	ssize_t n;
 
 	/* The kernel decrypts: OpenSSL's read side is over, and nothing it
@@ -296,8 +291,8 @@ static ssize_t fill_in(struct corio_tls *t)
 	}
 	if (in->pos == in->len)
 		in->pos = in->len = 0;
-	if (in->cap - in->len < NET_CHUNK && buf_room(in, NET_CHUNK, false,
-						       NULL) < 0) {
+	if (in->cap - in->len < NET_CHUNK &&
+	    corio__tls_buf_room(in, NET_CHUNK, false, NULL) < 0) {
 		snprintf(t->err, sizeof(t->err), "receive: out of memory");
 		return -ENOMEM;
 	}
@@ -530,7 +525,7 @@ int corio__tls_ktls(const struct corio_tls *t, const char **why)
  */
 static bool drain_early(struct corio_tls *t, uint64_t *nr)
 {
-	struct tls_buf *in = &t->in;
+	struct corio_tls_buf *in = &t->in;
 	size_t off, want, end, have, size;
 	bool ok = true;
 	ssize_t n;
@@ -545,7 +540,7 @@ static bool drain_early(struct corio_tls *t, uint64_t *nr)
 	}
 	if (in->len == in->pos)
 		return true;
-	if (buf_room(in, RECORD_MAX, false, NULL) < 0)
+	if (corio__tls_buf_room(in, RECORD_MAX, false, NULL) < 0)
 		goto nomem;
 	for (off = in->pos; off < in->len; off += want) {
 		have = in->len - off;

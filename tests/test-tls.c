@@ -1631,6 +1631,58 @@ static void test_mib_messages_exact_both_ways(void **state)
 	run(big_main, NULL);
 }
 
+/* ---- the ciphertext buffers --------------------------------------------- */
+
+/*
+ * The output buffer grows while a send reads it (a reader's answer comes
+ * during a writer's send): the bytes the send reads stay where they are,
+ * in the old buffer, until the send returns; a second growth meanwhile
+ * frees only the copy no send reads.  Without a send it compacts first.
+ */
+static void test_ciphertext_buffer_grows_under_a_send(void **state)
+{
+	struct corio_tls_buf b = { 0 };
+	char *old = NULL, *first, *p;
+	size_t cap;
+
+	(void)state;
+	need(false);
+	assert_int_equal(corio__tls_buf_room(&b, 100, false, &old), 0);
+	assert_non_null(b.p);
+	assert_null(old);
+	memset(b.p, 'a', 100);
+	b.len = 100;
+	b.pos = 40;
+	first = b.p;
+	cap = b.cap;
+	assert_int_equal(corio__tls_buf_room(&b, cap, true, &old), 0);
+	assert_ptr_equal(old, first);
+	assert_true(b.p != first && b.cap >= 100 + cap);
+	assert_int_equal(b.pos, 40);
+	assert_int_equal(b.len, 100);
+	assert_memory_equal(b.p, first, 100);
+	memset(b.p + 100, 'b', b.cap - 100);
+	b.len = b.cap;
+	assert_int_equal(corio__tls_buf_room(&b, 1, true, &old), 0);
+	assert_ptr_equal(old, first);	/* the send still reads it */
+	assert_int_equal(first[99], 'a');
+	assert_int_equal(b.p[b.len - 1], 'b');
+	assert_int_equal(b.p[40], 'a');
+	free(old);
+
+	/* No send: the unsent tail moves to the start, in place. */
+	b.pos = b.len - 5;
+	p = b.p;
+	cap = b.cap;
+	assert_int_equal(corio__tls_buf_room(&b, cap - 5, false, NULL), 0);
+	assert_ptr_equal(b.p, p);
+	assert_int_equal(b.pos, 0);
+	assert_int_equal(b.len, 5);
+	assert_memory_equal(b.p, "bbbbb", 5);
+	assert_int_equal(b.cap, cap);
+	free(b.p);
+}
+
 /* ---- one reader and one writer at once; a write cut short --------------- */
 
 #define DUPLEX_BYTES	(3u * MIB / 2)
@@ -3489,6 +3541,7 @@ int main(void)
 		TLS_TEST(test_cancelled_handshake_ecanceled),
 		TLS_TEST(test_cancel_mid_read_loses_no_byte),
 		TLS_TEST(test_mib_messages_exact_both_ways),
+		TLS_TEST(test_ciphertext_buffer_grows_under_a_send),
 		TLS_TEST(test_one_reader_one_writer_at_once),
 		TLS_TEST(test_write_cut_by_deadline_resumes_in_order),
 		TLS_TEST(test_invalid_arguments_and_outside_a_task),
