@@ -3,7 +3,7 @@
  * handshake, the "tls" upper layer protocol of TCP encrypts and decrypts,
  * and the stream moves plaintext with plain awaits on the ring.
  *
- * OpenSSL runs the handshake over memory BIOs (tls.c), so its own kTLS,
+ * OpenSSL runs the handshake over corio's buffers (tls.c), so its own kTLS,
  * which wants a socket BIO, never starts: corio hands the keys over
  * itself, in this order (tls.c's ktls_start):
  * - track, before the handshake: only for a TCP socket, unless
@@ -15,13 +15,13 @@
  *   master secret and the randoms, through the TLS PRF's key block.
  * - Sequence numbers have no getter, so they are counted.  Ours, from the
  *   headers of the records that left OpenSSL (corio__ktls_scan, fed by
- *   tls.c's flush_out): in TLS 1.2 the records after our ChangeCipherSpec;
+ *   tls.c's bio_write): in TLS 1.2 the records after our ChangeCipherSpec;
  *   in TLS 1.3 the records of the handshake calls after the one in which
  *   our write secret was logged (call_end).  That secret changes right
  *   after our Finished, the last message of its call's flight; a server's
  *   session tickets come in a later call, after the client's Finished.
  *   The peer's: tls.c turns read-ahead off while tracking, so OpenSSL
- *   takes one record at a time from its input BIO and the handshake stops
+ *   takes one record at a time from its input and the handshake stops
  *   right after the peer's Finished: 1 record read under the final key
  *   in TLS 1.2 (that Finished), 0 in TLS 1.3.  Records that came with the
  *   handshake's last bytes are decrypted by OpenSSL in user space first,

@@ -365,7 +365,7 @@ static int drain(struct corio_stream *s, const char *p, size_t len)
 	/* With kTLS the kernel encrypts what the fd takes: a plain write. */
 	if (s->tls && !(corio__tls_ktls(s->tls, NULL) & CORIO_KTLS_TX)) {
 		/* Taken whole by OpenSSL: what is not sent yet stays in its
-		 * output BIO, ahead of the next write. */
+		 * output buffer, ahead of the next write. */
 		n = s->wlen ? corio__tls_write(s->tls, s->wbuf, s->wlen) : 0;
 		s->wlen = 0;
 		if (n >= 0 && len)

@@ -31,7 +31,7 @@
  * fd as for a plain stream); in a direction the kernel did not take,
  * OpenSSL goes on as above.  While the handover may follow, read-ahead
  * is off (OpenSSL takes one record at a time, so none is hidden in its
- * buffer) and the records leaving OpenSSL are counted (flush_out); the
+ * buffer) and the records leaving OpenSSL are counted (bio_write); the
  * records that arrived with the handshake's last bytes are decrypted by
  * OpenSSL before the kernel decrypts (drain_early), their plaintext
  * returned by the next reads (early).
@@ -337,6 +337,12 @@ static int step(struct corio_tls *t, int ret, const char *what)
 		flush_out(t);	/* the alert, if any, for the peer */
 		return -EPROTO;
 	default:
+		if (t->bio_err) {	/* out grew, and malloc said no */
+			snprintf(t->err, sizeof(t->err), "%s: out of memory "
+				 "for ciphertext", what);
+			ERR_clear_error();
+			return t->bio_err;
+		}
 		break;
 	}
 vanished:
@@ -361,7 +367,7 @@ static int handshake(struct corio_tls *t)
 		s = step(t, ret, "handshake");
 		if (s <= 0)
 			return s == 0 ? -ECONNRESET : s;
-		/* This call's records are all counted: step sent them. */
+		/* This call's records are all counted: bio_write saw them. */
 		corio__ktls_call_end(&t->k);
 	}
 }
