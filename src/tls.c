@@ -304,6 +304,33 @@ static ssize_t fill_in(struct corio_tls *t)
 	return n;
 }
 
+static int vanished(struct corio_tls *t, const char *what)
+{
+	snprintf(t->err, sizeof(t->err), "%s: the peer closed the "
+		 "connection without close_notify", what);
+	ERR_clear_error();
+	return -ECONNRESET;
+}
+
+/*
+ * OpenSSL needs ciphertext: first what it owes the peer goes out, then
+ * one receive.  1, or -errno.
+ */
+static int want_input(struct corio_tls *t, const char *what)
+{
+	ssize_t n;
+	int f = flush_out(t);
+
+	if (f < 0)
+		return f;
+	if (t->eof)
+		return vanished(t, what);
+	n = fill_in(t);
+	if (n < 0)
+		return (int)n;
+	return n ? 1 : vanished(t, what);
+}
+
 /*
  * After an SSL call returned ret <= 0: 1 to call it again (more input
  * came), 0 for a clean close (close_notify), or -errno.
@@ -311,25 +338,14 @@ static ssize_t fill_in(struct corio_tls *t)
 static int step(struct corio_tls *t, int ret, const char *what)
 {
 	int e = SSL_get_error(t->ssl, ret);
-	ssize_t n;
 	int f;
 
 	switch (e) {
 	case SSL_ERROR_WANT_READ:
+		return want_input(t, what);
 	case SSL_ERROR_WANT_WRITE:
 		f = flush_out(t);
-		if (f < 0)
-			return f;
-		if (e == SSL_ERROR_WANT_WRITE)
-			return 1;
-		if (t->eof)
-			goto vanished;
-		n = fill_in(t);
-		if (n < 0)
-			return (int)n;
-		if (n == 0)
-			goto vanished;
-		return 1;
+		return f < 0 ? f : 1;
 	case SSL_ERROR_ZERO_RETURN:
 		return 0;
 	case SSL_ERROR_SSL:
@@ -343,13 +359,8 @@ static int step(struct corio_tls *t, int ret, const char *what)
 			ERR_clear_error();
 			return t->bio_err;
 		}
-		break;
+		return vanished(t, what);
 	}
-vanished:
-	snprintf(t->err, sizeof(t->err), "%s: the peer closed the "
-		 "connection without close_notify", what);
-	ERR_clear_error();
-	return -ECONNRESET;
 }
 
 static int handshake(struct corio_tls *t)
@@ -406,6 +417,16 @@ ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
 		if (n == -EPROTO)
 			t->failed = -EPROTO;
 		return n;
+	}
+	/* Nothing there for OpenSSL to decrypt: receive first, rather than
+	 * make an SSL_read bound to fail.  Not after close_notify or an
+	 * error, which SSL_read answers without input. */
+	if (t->in.pos == t->in.len && !SSL_has_pending(t->ssl) &&
+	    SSL_is_init_finished(t->ssl) &&
+	    !(SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN)) {
+		s = want_input(t, "read");
+		if (s < 0)
+			return s;
 	}
 	for (;;) {
 		err_clear();
