@@ -29,7 +29,9 @@
 #   loops   bench/loops.sh (issue 13): corio_call against a condvar and an
 #           eventfd hand-off, posts per second, echo and kv on 1 and 2 loops.
 #   tls     bench/tls.sh (issue 15): TLS echo against an nginx-style OpenSSL
-#           server and asyncio with ssl=.
+#           server and asyncio with ssl=; then bench/tls-instr.sh, the
+#           user-space instructions per round trip of corio's server and
+#           the OpenSSL one (callgrind: the same count in every run).
 #
 # Targets are reported PASS or FAIL in the table, never asserted: the exit
 # status is 0 unless a program failed.
@@ -886,6 +888,7 @@ if want loops; then
 fi
 if want tls; then
 	sh bench/tls.sh || failed=1
+	sh bench/tls-instr.sh || failed=1
 fi
 
 exit "$failed"
