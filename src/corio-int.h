@@ -573,7 +573,10 @@ ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len);
 ssize_t corio__tls_write(struct corio_tls *t, const void *p, size_t len);
 int corio__tls_close(struct corio_tls *t);
 int corio__tls_flush(struct corio_tls *t);
+void corio__tls_stop(struct corio_tls *t);
 void corio__tls_free(struct corio_tls *t);
+bool corio__tls_receiver(const struct corio_tls *t);
+bool corio__stream_tls_receiver(const struct corio_stream *s);
 const char *corio__tls_errstr(const struct corio_tls *t);
 void corio__stream_set_tls(struct corio_stream *s, struct corio_tls *t);
 

@@ -458,6 +458,7 @@ int corio_stream_close(corio_stream *s)
 	 * number the fd's close frees for reuse. */
 	corio_receiver_free(s->rx);
 	s->rx = NULL;
+	corio__tls_stop(s->tls);
 	/* close_notify, unless the flush failed (the peer is gone). */
 	if (s->tls && ret == 0 && corio__current())
 		ret = corio__tls_close(s->tls);
@@ -486,6 +487,11 @@ void corio_stream_free(corio_stream *s)
 void corio__stream_set_tls(struct corio_stream *s, struct corio_tls *t)
 {
 	s->tls = t;
+}
+
+bool corio__stream_tls_receiver(const struct corio_stream *s)
+{
+	return corio__tls_receiver(s->tls);
 }
 
 int corio__stream_ktls(const struct corio_stream *s, const char **why)

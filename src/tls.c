@@ -69,6 +69,9 @@ struct corio_tls {
 	struct corio_tls_buf in;	/* ciphertext for OpenSSL */
 	struct corio_tls_buf out;	/* ciphertext from OpenSSL, unsent */
 	char *out_old;		/* what a send in flight reads, out having grown */
+	corio_receiver *rx;	/* after the handshake, on the loop's ring */
+	const char *lent;	/* rx's chunk, bio_read's after in */
+	size_t lent_len;
 	int fd;
 	bool eof;		/* the peer closed the TCP connection */
 	bool sending;		/* a task is in flush_out */
@@ -149,21 +152,79 @@ int corio__tls_buf_room(struct corio_tls_buf *b, size_t need, bool fixed,
 	return 0;
 }
 
-/* OpenSSL takes ciphertext from in; none there is "retry": WANT_READ. */
+/* Whether the receiver holds chunks: taking one does not wait. */
+static inline bool rx_queued(const struct corio_tls *t)
+{
+	return t->rx && corio__receiver_queued(t->rx) > 0;
+}
+
+/* Ciphertext that OpenSSL can have without a wait. */
+static inline bool have_input(const struct corio_tls *t)
+{
+	return t->in.len > t->in.pos || t->lent_len || rx_queued(t);
+}
+
+/* The receiver's next chunk, to lend to bio_read: n > 0, 0, or -errno. */
+static ssize_t lend(struct corio_tls *t)
+{
+	const void *p;
+	ssize_t n = corio_receiver_next(t->rx, &p);
+
+	if (n > 0) {
+		t->lent = p;
+		t->lent_len = (size_t)n;
+	}
+	return n;
+}
+
+/*
+ * What is left of the lent chunk goes to in, and the chunk back to the
+ * ring: no chunk is held across a wait, so an idle stream holds none.
+ * Kept lent if in cannot grow: still in order, only holding a buffer.
+ */
+static void stash_lent(struct corio_tls *t)
+{
+	if (!t->lent_len)
+		return;
+	if (corio__tls_buf_room(&t->in, t->lent_len, false, NULL) < 0)
+		return;
+	memcpy(t->in.p + t->in.len, t->lent, t->lent_len);
+	t->in.len += t->lent_len;
+	t->lent = NULL;
+	t->lent_len = 0;
+	corio_receiver_release(t->rx);
+}
+
+/*
+ * OpenSSL takes ciphertext from in, then from the receiver's chunks that
+ * have arrived; none there is "retry": WANT_READ.  Never waits.
+ */
 static int bio_read(BIO *b, char *dst, size_t len, size_t *got)
 {
 	struct corio_tls *t = BIO_get_data(b);
 	size_t n = t->in.len - t->in.pos;
 
 	BIO_clear_retry_flags(b);
-	if (n == 0) {
+	if (n) {
+		if (n > len)
+			n = len;
+		memcpy(dst, t->in.p + t->in.pos, n);
+		t->in.pos += n;
+		*got = n;
+		return 1;
+	}
+	if (!t->lent_len && (!rx_queued(t) || lend(t) <= 0)) {
 		BIO_set_retry_read(b);
 		return 0;
 	}
-	if (n > len)
-		n = len;
-	memcpy(dst, t->in.p + t->in.pos, n);
-	t->in.pos += n;
+	n = t->lent_len < len ? t->lent_len : len;
+	memcpy(dst, t->lent, n);
+	t->lent += n;
+	t->lent_len -= n;
+	if (!t->lent_len) {
+		t->lent = NULL;
+		corio_receiver_release(t->rx);
+	}
 	*got = n;
 	return 1;
 }
@@ -276,7 +337,10 @@ int corio__tls_flush(struct corio_tls *t)
 	return flush_out(t);
 }
 
-/* One receive to in's end: >0, 0 at EOF, or -errno. */
+/*
+ * One receive to in's end, or the receiver's next chunk lent: >0, 0 at
+ * EOF, or -errno.
+ */
 static ssize_t fill_in(struct corio_tls *t)
 {
 	struct corio_tls_buf *in = &t->in;
@@ -288,6 +352,13 @@ static ssize_t fill_in(struct corio_tls *t)
 		snprintf(t->err, sizeof(t->err), "OpenSSL wants to read, and "
 			 "the kernel decrypts (kTLS)");
 		return -EPROTO;
+	}
+	if (t->rx) {
+		stash_lent(t);
+		n = lend(t);
+		if (n == 0)
+			t->eof = true;
+		return n;
 	}
 	if (in->pos == in->len)
 		in->pos = in->len = 0;
@@ -400,7 +471,7 @@ static ssize_t take_early(struct corio_tls *t, void *buf, size_t len)
 	return (ssize_t)n;
 }
 
-ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
+static ssize_t tls_read(struct corio_tls *t, void *buf, size_t len)
 {
 	int ret, s;
 
@@ -421,7 +492,7 @@ ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
 	/* Nothing there for OpenSSL to decrypt: receive first, rather than
 	 * make an SSL_read bound to fail.  Not after close_notify or an
 	 * error, which SSL_read answers without input. */
-	if (t->in.pos == t->in.len && !SSL_has_pending(t->ssl) &&
+	if (!have_input(t) && !SSL_has_pending(t->ssl) &&
 	    SSL_is_init_finished(t->ssl) &&
 	    !(SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN)) {
 		s = want_input(t, "read");
@@ -441,7 +512,7 @@ ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
 	 * batch is one read for the stream. */
 	/* Only while OpenSSL holds more: a call bound to fail costs. */
 	while ((size_t)ret < len &&
-	       (SSL_pending(t->ssl) > 0 || t->in.len > t->in.pos)) {
+	       (SSL_pending(t->ssl) > 0 || have_input(t))) {
 		int more = SSL_read(t->ssl, (char *)buf + ret,
 				    (int)(len - (size_t)ret));
 
@@ -463,8 +534,16 @@ ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
 	return ret;
 }
 
+ssize_t corio__tls_read(struct corio_tls *t, void *buf, size_t len)
+{
+	ssize_t n = tls_read(t, buf, len);
+
+	stash_lent(t);
+	return n;
+}
+
 /* All of p[0, len) encrypted and sent: len, or -errno. */
-ssize_t corio__tls_write(struct corio_tls *t, const void *p, size_t len)
+static ssize_t tls_write(struct corio_tls *t, const void *p, size_t len)
 {
 	size_t done = 0;
 	int ret, s;
@@ -494,6 +573,15 @@ ssize_t corio__tls_write(struct corio_tls *t, const void *p, size_t len)
 	return s < 0 ? s : (ssize_t)len;
 }
 
+/* A TLS 1.2 renegotiation can make a write read. */
+ssize_t corio__tls_write(struct corio_tls *t, const void *p, size_t len)
+{
+	ssize_t n = tls_write(t, p, len);
+
+	stash_lent(t);
+	return n;
+}
+
 /* close_notify, sent: the best effort of a close. */
 int corio__tls_close(struct corio_tls *t)
 {
@@ -514,10 +602,22 @@ int corio__tls_close(struct corio_tls *t)
 	return flush_out(t);
 }
 
+/* The receiver ends before the fd does (corio_stream_close). */
+void corio__tls_stop(struct corio_tls *t)
+{
+	if (!t)
+		return;
+	corio_receiver_free(t->rx);	/* and its lent chunk */
+	t->rx = NULL;
+	t->lent = NULL;
+	t->lent_len = 0;
+}
+
 void corio__tls_free(struct corio_tls *t)
 {
 	if (!t)
 		return;
+	corio__tls_stop(t);
 	corio__ktls_end(&t->k, t->ssl);
 	SSL_free(t->ssl);	/* and its BIOs */
 	free(t->in.p);
@@ -537,6 +637,31 @@ int corio__tls_ktls(const struct corio_tls *t, const char **why)
 	if (why)
 		*why = t->k.why;
 	return t->k.dirs;
+}
+
+bool corio__tls_receiver(const struct corio_tls *t)
+{
+	return t && t->rx;
+}
+
+/*
+ * After the handshake, where OpenSSL decrypts: ciphertext comes from a
+ * receiver on the loop's shared buffer ring (one multishot receive, no
+ * SQE per read, no buffer held while idle) rather than a corio_recv per
+ * read.  Without buffer rings (CORIO_DISABLE=bufring, an old kernel) or
+ * memory for one, reads stay on corio_recv.  What OpenSSL and in hold
+ * already came first, so the order holds.
+ */
+static void rx_start(struct corio_tls *t)
+{
+	struct corio_bufring *br;
+	int ret;
+
+	if (t->k.dirs & CORIO_KTLS_RX)
+		return;
+	br = corio__bufring_shared(corio__loop, &ret);
+	if (br && corio_receiver_new(t->fd, br, &t->rx) < 0)
+		t->rx = NULL;
 }
 
 /*
@@ -734,6 +859,7 @@ static int tls_start(int fd, struct ssl_ctx_st *ctx, const char *name,
 		goto err;
 	if (t->k.track)
 		ktls_start(t);
+	rx_start(t);
 	corio__stream_set_tls(s, t);
 	*out = s;
 	return 0;
@@ -773,9 +899,20 @@ int corio__tls_flush(struct corio_tls *t)
 	return 0;
 }
 
+void corio__tls_stop(struct corio_tls *t)
+{
+	(void)t;
+}
+
 void corio__tls_free(struct corio_tls *t)
 {
 	(void)t;
+}
+
+bool corio__tls_receiver(const struct corio_tls *t)
+{
+	(void)t;
+	return false;
 }
 
 const char *corio__tls_errstr(const struct corio_tls *t)

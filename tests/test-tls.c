@@ -1631,6 +1631,65 @@ static void test_mib_messages_exact_both_ways(void **state)
 	run(big_main, NULL);
 }
 
+/* ---- where the ciphertext comes from ------------------------------------ */
+
+static int duplex_main(void *arg);
+
+/*
+ * After the handshake a stream that OpenSSL decrypts receives through a
+ * receiver on the loop's shared buffer ring (*arg true), or through
+ * corio_recv with CORIO_DISABLE=bufring (false); an echo works either way.
+ */
+static int receiver_main(void *arg)
+{
+	bool want = *(const bool *)arg;
+	struct ctxs x = ctxs_new();
+	struct tls_pair p;
+	char got[64];
+	int i, ret;
+
+	pair_open(&x, &p);
+	assert_int_equal(corio__stream_tls_receiver(p.s[0]), want);
+	assert_int_equal(corio__stream_tls_receiver(p.s[1]), want);
+	for (i = 0; i < 20; i++) {
+		assert_int_equal(corio_stream_write(p.s[1], "ping", 4), 4);
+		assert_int_equal(corio_stream_flush(p.s[1]), 0);
+		assert_int_equal(corio_stream_readexactly(p.s[0], got, 4), 4);
+		assert_memory_equal(got, "ping", 4);
+		assert_int_equal(corio_stream_write(p.s[0], got, 4), 4);
+		assert_int_equal(corio_stream_flush(p.s[0]), 0);
+		assert_int_equal(corio_stream_readexactly(p.s[1], got, 4), 4);
+	}
+	assert_int_equal(corio_stream_close(p.s[1]), 0);
+	assert_int_equal(corio_stream_read(p.s[0], got, sizeof(got)), 0);
+	ret = corio_stream_close(p.s[0]);	/* its close_notify: no one there */
+	assert_true(ret == 0 || ret == -EPIPE);
+	ctxs_free(&x);
+	assert_loop_clean();
+	return 0;
+}
+
+/*
+ * The receiver is the default; without buffer rings the corio_recv
+ * path takes over, and the tests of cancellation, big messages and a
+ * reader beside a writer pass on it too.
+ */
+static void test_reads_with_and_without_buffer_rings(void **state)
+{
+	bool want = true;
+
+	(void)state;
+	need(true);
+	run(receiver_main, &want);
+	want = false;
+	assert_int_equal(setenv("CORIO_DISABLE", "bufring", 1), 0);
+	run(receiver_main, &want);
+	run(cancel_read_main, NULL);
+	run(big_main, NULL);
+	run(duplex_main, NULL);
+	assert_int_equal(unsetenv("CORIO_DISABLE"), 0);
+}
+
 /* ---- the ciphertext buffers --------------------------------------------- */
 
 /*
@@ -3541,6 +3600,7 @@ int main(void)
 		TLS_TEST(test_cancelled_handshake_ecanceled),
 		TLS_TEST(test_cancel_mid_read_loses_no_byte),
 		TLS_TEST(test_mib_messages_exact_both_ways),
+		TLS_TEST(test_reads_with_and_without_buffer_rings),
 		TLS_TEST(test_ciphertext_buffer_grows_under_a_send),
 		TLS_TEST(test_one_reader_one_writer_at_once),
 		TLS_TEST(test_write_cut_by_deadline_resumes_in_order),
