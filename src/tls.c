@@ -664,6 +664,12 @@ static void rx_start(struct corio_tls *t)
 		t->rx = NULL;
 }
 
+/* The length of the record whose 5-byte header is at h, header included. */
+static inline size_t record_len(const char *h)
+{
+	return 5 + ((size_t)(unsigned char)h[3] << 8 | (unsigned char)h[4]);
+}
+
 /*
  * Before the kernel decrypts: the records that came with the handshake's
  * last bytes (in in: read-ahead is off, so OpenSSL holds none) go through
@@ -696,9 +702,7 @@ static bool drain_early(struct corio_tls *t, uint64_t *nr)
 		goto nomem;
 	for (off = in->pos; off < in->len; off += want) {
 		have = in->len - off;
-		want = have < 5 ? 5 :
-		       5 + ((size_t)(unsigned char)in->p[off + 3] << 8 |
-			    (unsigned char)in->p[off + 4]);
+		want = have < 5 ? 5 : record_len(in->p + off);
 		if (want > RECORD_MAX) {
 			snprintf(t->k.why, sizeof(t->k.why), "early records: "
 				 "a record of %zu bytes", want);
@@ -729,8 +733,7 @@ static bool drain_early(struct corio_tls *t, uint64_t *nr)
 	end = in->len;
 	while (ok && in->pos < end) {
 		off = in->pos;
-		in->len = off + 5 + ((size_t)(unsigned char)in->p[off + 3] << 8 |
-				     (unsigned char)in->p[off + 4]);
+		in->len = off + record_len(in->p + off);
 		do {
 			err_clear();
 			r = SSL_read(t->ssl, t->early + t->elen,
